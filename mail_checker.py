@@ -44,7 +44,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import idna
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 # --- Limits, each from the RFC that sets it --------------------------------------------------
 
@@ -620,7 +620,11 @@ async def socks5_connect(
     proxy: Proxy, ip: str, port: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """RFC 1928 CONNECT, with RFC 1929 username/password authentication when given."""
-    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    try:
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    except OSError as error:
+        raise ProxyError(f"cannot reach the proxy {proxy}: {error.strerror or error}") from None
+    step = "greeting"
     try:
         methods = b"\x00\x02" if proxy.username else b"\x00"
         writer.write(b"\x05" + bytes([len(methods)]) + methods)
@@ -628,12 +632,14 @@ async def socks5_connect(
         if version != 5 or method == 0xFF:
             raise ProxyError(f"the proxy {proxy} accepts none of our authentication methods")
         if method == 2:
+            step = "authentication"
             user = (proxy.username or "").encode()
             secret = (proxy.password or "").encode()
             writer.write(b"\x01" + bytes([len(user)]) + user + bytes([len(secret)]) + secret)
             _, status = await reader.readexactly(2)
             if status != 0:
                 raise ProxyError(f"the proxy {proxy} refused the username or password")
+        step = "CONNECT"
         packed = ipaddress.ip_address(ip)
         address_type = b"\x01" if packed.version == 4 else b"\x04"
         writer.write(b"\x05\x01\x00" + address_type + packed.packed + port.to_bytes(2, "big"))
@@ -647,7 +653,7 @@ async def socks5_connect(
         await reader.readexactly(bound_length + 2)
     except (asyncio.IncompleteReadError, ConnectionError) as error:
         writer.close()
-        raise ProxyError(f"the proxy {proxy} closed the connection: {error!r}") from None
+        raise ProxyError(f"the proxy {proxy} hung up during {step}: {error!r}") from None
     except BaseException:
         writer.close()
         raise
@@ -1556,7 +1562,7 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))  # the .env of the directory the user is in
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
