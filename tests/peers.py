@@ -173,11 +173,12 @@ class DnsResponder(_LoopbackService):
         zone: Mapping[str, Mapping[str, Iterable[str]]] | None = None,
         *,
         address: str = "127.0.0.1",
+        port: int = 0,
         network: PeerNetwork | None = None,
     ) -> None:
         super().__init__(network)
         self.address = address
-        self.port = 0
+        self.port = port  # 0: an ephemeral port, free for both UDP and TCP
         self._lock = threading.Lock()
         self._records: dict[dns.name.Name, dict[dns.rdatatype.RdataType, list[dns.rdata.Rdata]]]
         self._records = {}
@@ -274,9 +275,9 @@ class DnsResponder(_LoopbackService):
     async def _open(self) -> None:
         loop = self.network.loop
         # UDP and TCP must share the port; another program may hold the TCP side, so retry.
-        for _ in range(20):
+        for _ in range(1 if self.port else 20):
             udp, _protocol = await loop.create_datagram_endpoint(
-                lambda: _DnsDatagrams(self), local_addr=(self.address, 0)
+                lambda: _DnsDatagrams(self), local_addr=(self.address, self.port)
             )
             port = udp.get_extra_info("sockname")[1]
             try:
