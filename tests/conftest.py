@@ -1,0 +1,214 @@
+"""Fixtures shared by the mail_checker.py tests: loopback peers, and the checker to run at them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from peers import DnsResponder, PeerNetwork, SmtpPeer, SmtpScript, free_port
+
+if TYPE_CHECKING:
+    # Imported where used, so that a broken mail_checker.py fails only the tests that use it.
+    import mail_checker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # mail_checker.py is a top-level script, not a package
+
+HELO_NAME = "checker.example.net"
+CHECK_TIMEOUT = 2.0
+# Loopback addresses the SMTP peers of a test listen on, all on the test's one port.
+MX_ADDRESSES = tuple(f"127.0.2.{index}" for index in range(1, 13))
+# Settings the checker also takes from the environment or .env: none may leak into a test.
+CHECKER_SETTINGS = ("MAIL_FROM", "HELO_HOST", "SMTP_PROXY")
+
+
+@dataclass(frozen=True)
+class CheckerRun:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def verdicts(self) -> list[dict[str, Any]]:
+        """The JSON Lines on stdout, one object per line."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    @property
+    def by_email(self) -> dict[str, dict[str, Any]]:
+        return {verdict["email"]: verdict for verdict in self.verdicts}
+
+    @property
+    def outcomes(self) -> dict[str, tuple[str, str]]:
+        """(status, reason) of each address."""
+        return {
+            verdict["email"]: (verdict["status"], verdict["reason"]) for verdict in self.verdicts
+        }
+
+
+def rcpt_addresses(peer: SmtpPeer) -> list[str]:
+    """The addresses of every RCPT TO the peer received, in order."""
+    return [
+        line.partition("<")[2].rpartition(">")[0]
+        for line in peer.all_commands()
+        if line.upper().startswith("RCPT TO:")
+    ]
+
+
+def checker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the checker's own settings, plus `extra`."""
+    environment = {k: v for k, v in os.environ.items() if k not in CHECKER_SETTINGS}
+    environment.update(extra or {})
+    return environment
+
+
+RunCli = Callable[..., CheckerRun]
+StartMx = Callable[..., SmtpPeer]
+LibraryOptions = Callable[..., "mail_checker.Options"]
+
+
+@pytest.fixture(scope="session")
+def peer_network() -> Iterator[PeerNetwork]:
+    with PeerNetwork() as network:
+        yield network
+
+
+@pytest.fixture
+def dns_responder(peer_network: PeerNetwork) -> Iterator[DnsResponder]:
+    with DnsResponder(network=peer_network) as responder:
+        yield responder
+
+
+@pytest.fixture
+def mx_port() -> int:
+    return free_port(MX_ADDRESSES)
+
+
+@pytest.fixture
+def start_mx(
+    peer_network: PeerNetwork, dns_responder: DnsResponder, mx_port: int
+) -> Iterator[StartMx]:
+    """Start an SMTP peer as a domain's MX host named `mx_name` (default mx.DOMAIN), with its
+    MX and A records; with domain None only the A record, for tests that write their own MX.
+
+    After the test, every peer is checked for what no check may ever do: send DATA, or put a
+    CR, LF or NUL inside a command line.
+    """
+    started: list[SmtpPeer] = []
+
+    def start(
+        domain: str | None, address: str, mx_name: str | None = None, **script: Any
+    ) -> SmtpPeer:
+        mx_name = mx_name or f"mx.{domain}"
+        if domain is not None:
+            dns_responder.add_mx(domain, [(10, mx_name)])
+        dns_responder.add_a(mx_name, address)
+        peer = SmtpPeer(address, mx_port, SmtpScript(**script), network=peer_network)
+        started.append(peer.start())
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
+    for peer in started:
+        assert peer.data_attempts == 0, f"DATA was sent to {peer.address}"
+        smuggled = [line for line in peer.all_commands() if set(line) & {"\r", "\n", "\0"}]
+        assert not smuggled, f"{peer.address} received lines with CR, LF or NUL: {smuggled}"
+
+
+@pytest.fixture
+def checker_script(tmp_path: Path) -> Path:
+    """A copy of mail_checker.py in the test's own directory, so that only a .env the test
+    writes there can be found, never one beside the project's copy."""
+    return Path(shutil.copy(REPO_ROOT / "mail_checker.py", tmp_path / "mail_checker.py"))
+
+
+@pytest.fixture
+def run_cli(checker_script: Path, tmp_path: Path) -> RunCli:
+    """Run the command line as a user would, in the test's directory, and collect its output."""
+
+    def run(
+        *arguments: str,
+        stdin: str | bytes = "",
+        env: dict[str, str] | None = None,
+        deadline: float = 60,
+    ) -> CheckerRun:
+        process = subprocess.run(
+            [sys.executable, str(checker_script), *arguments],
+            input=stdin.encode() if isinstance(stdin, str) else stdin,
+            capture_output=True,
+            cwd=tmp_path,
+            env=checker_environment(env),
+            timeout=deadline,
+        )
+        return CheckerRun(
+            process.returncode,
+            process.stdout.decode("utf-8", "replace"),
+            process.stderr.decode("utf-8", "replace"),
+        )
+
+    return run
+
+
+@pytest.fixture
+def network_args(dns_responder: DnsResponder, mx_port: int) -> list[str]:
+    """Options that point the checker at the test's peers, with a short timeout."""
+    return [
+        "--dns-server",
+        dns_responder.server_arg,
+        "--smtp-port",
+        str(mx_port),
+        "--helo",
+        HELO_NAME,
+        "--timeout",
+        f"{CHECK_TIMEOUT:g}",
+    ]
+
+
+@pytest.fixture
+def check(run_cli: RunCli, network_args: list[str]) -> RunCli:
+    """Run the command line at the test's peers with --format json."""
+
+    def run(*arguments: str, **keywords: Any) -> CheckerRun:
+        return run_cli(*network_args, "--format", "json", *arguments, **keywords)
+
+    return run
+
+
+@pytest.fixture
+def library_options(dns_responder: DnsResponder, mx_port: int) -> LibraryOptions:
+    """mail_checker.Options aimed at the test's peers; keywords override."""
+
+    import mail_checker
+
+    def options(**overrides: Any) -> mail_checker.Options:
+        settings: dict[str, Any] = {
+            "dns_servers": [(dns_responder.address, dns_responder.port)],
+            "smtp_port": mx_port,
+            "helo": HELO_NAME,
+            "timeout": CHECK_TIMEOUT,
+        }
+        settings.update(overrides)
+        return mail_checker.Options(**settings)
+
+    return options
+
+
+def check_in_process(
+    addresses: list[str], options: mail_checker.Options
+) -> list[mail_checker.Verdict]:
+    """Every verdict check_addresses() yields, in the order it yields them."""
+    import mail_checker
+
+    async def collect() -> list[mail_checker.Verdict]:
+        return [verdict async for verdict in mail_checker.check_addresses(addresses, options)]
+
+    return asyncio.run(collect())

@@ -1,0 +1,330 @@
+"""The command line's input, output and exit status, as the contract describes them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import REPO_ROOT, RunCli, StartMx, checker_environment, rcpt_addresses
+
+MX1, MX2 = "127.0.2.1", "127.0.2.2"
+JSON_FIELDS = ["email", "status", "reason", "detail", "mx", "smtp_code", "smtp_message", "flags"]
+
+
+def wait_until(condition: Callable[[], bool], deadline: float = 30) -> None:
+    """Poll for a state of the world, failing the test if it never comes."""
+    give_up = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < give_up, "the awaited state never came"
+        time.sleep(0.05)
+
+
+def assert_one_line_error(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+# region input
+
+
+def test_addresses_are_taken_from_the_arguments(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "--format", "json", "a@example.test", "b@example.test")
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
+
+
+def test_file_of_lines_skips_blank_and_comment_lines(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_text(
+        "# exported from the shop\na@example.test\n\n   \nb@example.test\n# c@example.test\n"
+    )
+    run = run_cli("--level", "syntax", "--format", "json", "-f", "list.txt")
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
+
+
+def test_csv_file_gives_its_email_column(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_text(
+        "name,Email,city\nAlice,a@example.test,Oslo\nBob,b@example.test,Rome\n"
+    )
+    run = run_cli("--level", "syntax", "--format", "json", "-f", "people.csv")
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
+
+
+def test_csv_without_email_column_is_a_one_line_input_error(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    (tmp_path / "people.csv").write_text("name,address\nAlice,a@example.test\n")
+    run = run_cli("--level", "syntax", "-f", "people.csv")
+    assert (run.exit_status, run.stdout) == (2, "")
+    assert_one_line_error(run.stderr)
+
+
+def test_missing_file_is_a_one_line_input_error(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "-f", "no-such-file.txt")
+    assert run.exit_status == 2
+    assert_one_line_error(run.stderr)
+    assert "no-such-file.txt" in run.stderr
+
+
+def test_file_that_is_not_utf8_is_a_one_line_input_error(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "latin1.txt").write_bytes("a@example.test\njürgen@example.test\n".encode("latin-1"))
+    run = run_cli("--level", "syntax", "-f", "latin1.txt")
+    assert run.exit_status == 2
+    assert_one_line_error(run.stderr)
+
+
+def test_unknown_option_is_a_one_line_usage_error(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "--no-such-option", "a@example.test")
+    assert (run.exit_status, run.stdout) == (2, "")
+    assert "--no-such-option" in run.stderr
+    assert_one_line_error(run.stderr)
+
+
+def test_bad_option_value_is_a_one_line_usage_error(run_cli: RunCli) -> None:
+    run = run_cli("--timeout", "0", "a@example.test")
+    assert (run.exit_status, run.stdout) == (2, "")
+    assert_one_line_error(run.stderr)
+
+
+def test_dash_reads_addresses_from_stdin(run_cli: RunCli) -> None:
+    run = run_cli(
+        "--level", "syntax", "--format", "json", "-", stdin="a@example.test\nb@example.test\n"
+    )
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
+
+
+def test_piped_stdin_is_read_without_arguments(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "--format", "json", stdin="a@example.test\n")
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test"]
+
+
+def test_terminal_without_addresses_prompts_for_one(checker_script: Path, tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, str(checker_script), "--level", "syntax", "--format", "json"],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=checker_environment(),
+        )
+    finally:
+        os.close(terminal)
+    try:
+        os.write(controller, b"alice@example.test\n")
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+    prompt, _, answer = stdout.decode().partition("{")
+    assert prompt.strip()
+    assert json.loads("{" + answer)["email"] == "alice@example.test"
+
+
+def test_no_addresses_at_all_is_a_one_line_input_error(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", stdin="\n# nothing here\n")
+    assert run.exit_status == 2
+    assert_one_line_error(run.stderr)
+
+
+def test_duplicate_address_is_checked_once(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("alice@example.test", "alice@example.test", "-", stdin="alice@example.test\n")
+    assert [verdict["email"] for verdict in run.verdicts] == ["alice@example.test"]
+    assert rcpt_addresses(peer).count("alice@example.test") == 1
+
+
+# endregion
+
+# region output formats
+
+
+def test_json_lines_carry_every_contract_field(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("alice@example.test", "not-an-address")
+    assert len(run.stdout.splitlines()) == 2
+    for verdict in run.verdicts:
+        assert list(verdict) == JSON_FIELDS
+        assert isinstance(verdict["detail"], str) and verdict["detail"]
+        assert isinstance(verdict["flags"], list)
+    syntax = run.by_email["not-an-address"]
+    assert (syntax["mx"], syntax["smtp_code"], syntax["smtp_message"]) == (None, None, None)
+
+
+def test_csv_output_has_a_header_and_the_same_fields(run_cli: RunCli) -> None:
+    addresses = ["a@example.test", "info@gmail.com", "broken"]
+    as_csv = run_cli("--level", "syntax", "--format", "csv", *addresses)
+    as_json = run_cli("--level", "syntax", "--format", "json", *addresses)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert as_csv.stdout.splitlines()[0].split(",") == JSON_FIELDS
+    assert [(row["email"], row["status"], row["reason"], row["detail"]) for row in rows] == [
+        (verdict["email"], verdict["status"], verdict["reason"], verdict["detail"])
+        for verdict in as_json.verdicts
+    ]
+    assert rows[1]["flags"].split() == as_json.verdicts[1]["flags"]
+
+
+def test_table_has_aligned_columns_and_a_summary_with_counts(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "a@example.test", "a.much.longer.name@example.test", "bad")
+    lines = run.stdout.splitlines()
+    header, rows = lines[0], lines[1:4]
+    assert header.split()[:3] == ["EMAIL", "STATUS", "REASON"]
+    status_column = header.index("STATUS")
+    reason_column = header.index("REASON")
+    for row, status in zip(rows, ["valid", "valid", "invalid"], strict=True):
+        assert row[status_column:].split()[0] == status
+        assert row[reason_column - 1] == " "
+    summary = lines[-1]
+    assert "3 addresses" in summary
+    assert "2 valid" in summary and "1 invalid" in summary
+
+
+def test_output_file_gets_results_appended(
+    start_mx: StartMx, check: RunCli, tmp_path: Path
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        '{"email": "earlier@example.test", "status": "valid", "reason": "accepted"}\n'
+    )
+    check("-o", "results.jsonl", "alice@example.test")
+    emails = [json.loads(line)["email"] for line in results.read_text().splitlines()]
+    assert emails == ["earlier@example.test", "alice@example.test"]
+
+
+def test_second_run_with_the_same_output_file_skips_decided_addresses(
+    start_mx: StartMx, check: RunCli, tmp_path: Path
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice", "carol"})
+    check("-o", "results.jsonl", "alice@example.test", "bob@example.test")
+    sessions_of_first_run = len(peer.sessions)
+    check("-o", "results.jsonl", "alice@example.test", "bob@example.test", "carol@example.test")
+    emails = [
+        json.loads(line)["email"] for line in (tmp_path / "results.jsonl").read_text().splitlines()
+    ]
+    assert sorted(emails) == ["alice@example.test", "bob@example.test", "carol@example.test"]
+    second_run = [line for session in peer.sessions[sessions_of_first_run:] for line in session]
+    assert "RCPT TO:<carol@example.test>" in second_run
+    assert not [line for line in second_run if "alice@" in line or "bob@" in line]
+
+
+def test_resumed_csv_output_keeps_a_single_header(run_cli: RunCli, tmp_path: Path) -> None:
+    arguments = ("--level", "syntax", "--format", "csv", "-o", "results.csv")
+    run_cli(*arguments, "a@example.test")
+    run_cli(*arguments, "a@example.test", "b@example.test")
+    rows = list(csv.reader((tmp_path / "results.csv").open()))
+    assert [row[0] for row in rows] == ["email", "a@example.test", "b@example.test"]
+
+
+def test_resumed_table_output_skips_decided_addresses(run_cli: RunCli, tmp_path: Path) -> None:
+    addresses = ["a@example.test", "john  doe@example.test", "b.longer.name@example.test"]
+    run_cli("--level", "syntax", "-o", "results.txt", *addresses[:2])
+    run_cli("--level", "syntax", "-o", "results.txt", *addresses)
+    rows = (tmp_path / "results.txt").read_text().splitlines()[1:]
+    assert len(rows) == len(addresses), rows
+
+
+# endregion
+
+# region exit status and stderr
+
+
+def test_exit_status_is_0_when_every_address_is_valid(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice", "bob"})
+    assert check("alice@example.test", "bob@example.test").exit_status == 0
+
+
+def test_exit_status_is_1_when_some_address_is_not_valid(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    assert check("alice@example.test", "bob@example.test").exit_status == 1
+
+
+def test_verbose_shows_dns_answers_and_smtp_dialogue_on_stderr(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("-v", "alice@example.test")
+    assert "mx.example.test" in run.stderr and "MX" in run.stderr
+    assert MX1 in run.stderr  # the A record of the MX host
+    assert "RCPT TO:<alice@example.test>" in run.stderr
+    assert "250 2.1.5 Ok" in run.stderr
+    assert [verdict["email"] for verdict in run.verdicts] == ["alice@example.test"]
+
+
+def test_no_progress_output_when_stderr_is_not_a_terminal(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    addresses = [f"user{index}@example.test" for index in range(6)]
+    run = check("--format", "table", "alice@example.test", *addresses)
+    assert len(run.stdout.splitlines()) > len(addresses)
+    assert run.stderr == ""
+
+
+def test_interrupt_exits_130_and_keeps_finished_results(
+    start_mx: StartMx, network_args: list[str], checker_script: Path, tmp_path: Path
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    start_mx("slow.test", MX2, never_greet=True)
+    results = tmp_path / "results.jsonl"
+    options = ["--timeout", "30", "--format", "json", "-o", results.name]
+    addresses = ["alice@example.test", "bob@slow.test"]
+    process = subprocess.Popen(
+        [sys.executable, str(checker_script), *network_args, *options, *addresses],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=checker_environment(),
+    )
+    try:
+        wait_until(lambda: results.exists() and results.read_text().endswith("\n"))
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr.decode()
+    kept = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(row["email"], row["reason"]) for row in kept] == [("alice@example.test", "accepted")]
+
+
+# endregion
+
+# region library
+
+
+def test_import_prints_nothing(tmp_path: Path) -> None:
+    imported = subprocess.run(
+        [sys.executable, "-c", "import mail_checker"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert (imported.returncode, imported.stdout, imported.stderr) == (0, "", "")
+
+
+def test_import_does_not_load_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAIL_FROM=dotenv@checker.example.net\n")
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, mail_checker; print(os.environ.get('MAIL_FROM', 'unset'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert imported.stdout.strip() == "unset"
+
+
+# endregion

@@ -1,0 +1,473 @@
+"""The SMTP conversation: what the checker says to mail servers, and how it weathers trouble."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections import Counter
+from pathlib import Path
+
+from conftest import HELO_NAME, LibraryOptions, RunCli, StartMx, check_in_process, rcpt_addresses
+from peers import DnsResponder, SmtpPeer
+
+import mail_checker
+
+MX1 = "127.0.2.1"
+VICTIM = "victim@example.org"
+
+
+def verbs(session: list[str]) -> list[str]:
+    """The command verbs of one session, upper-cased."""
+    return [line.split(maxsplit=1)[0].upper() if line.strip() else "" for line in session]
+
+
+def arguments_of(peer: SmtpPeer, verb: str) -> list[str]:
+    """What followed the verb in every command of that verb the peer received."""
+    return [
+        line[len(verb) :].strip()
+        for line in peer.all_commands()
+        if line.upper().startswith(verb.upper())
+    ]
+
+
+# region greeting and hello
+
+
+def test_session_opens_with_ehlo_and_the_helo_name(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test")
+    assert peer.sessions[0][0] == f"EHLO {HELO_NAME}"
+
+
+def test_refused_ehlo_falls_back_to_helo(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx(
+        "example.test",
+        MX1,
+        mailboxes={"alice"},
+        ehlo_refusal="502 5.5.2 Error: command not recognized",
+    )
+    run = check("alice@example.test", "bob@example.test")
+    assert verbs(peer.sessions[0])[:3] == ["EHLO", "HELO", "MAIL"]
+    assert arguments_of(peer, "HELO") == [HELO_NAME]
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.test": ("invalid", "rejected"),
+    }
+
+
+def test_starttls_is_used_when_offered(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"}, starttls=True)
+    run = check("alice@example.test", "bob@example.test")
+    assert verbs(peer.sessions[0])[:3] == ["EHLO", "STARTTLS", "EHLO"]
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.test": ("invalid", "rejected"),
+    }
+
+
+def test_server_demanding_tls_gets_it_and_gives_verdicts(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"}, require_tls=True)
+    run = check("alice@example.test", "bob@example.test")
+    assert "STARTTLS" in verbs(peer.sessions[0])
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.test": ("invalid", "rejected"),
+    }
+
+
+# endregion
+
+# region transactions
+
+
+def test_several_recipients_share_one_session(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice", "bob"})
+    check("alice@example.test", "bob@example.test", "carol@example.test")
+    assert peer.connections == 1
+    assert {"alice@example.test", "bob@example.test", "carol@example.test"} <= set(
+        rcpt_addresses(peer)
+    )
+
+
+def test_session_ends_with_quit(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test", "bob@example.test")
+    assert [session[-1] for session in peer.sessions] == ["QUIT"]
+
+
+def test_second_transaction_in_a_session_starts_with_rset(
+    start_mx: StartMx, library_options: LibraryOptions
+) -> None:
+    # Many refusals first make the checker take the rest in small batches, one transaction
+    # each; one connection at a time, so that each session knows the refusals before it.
+    peer = start_mx("example.test", MX1, mailboxes={f"ok{index}" for index in range(40)})
+    addresses = [f"no{index}@example.test" for index in range(30)]
+    addresses += [f"ok{index}@example.test" for index in range(40)]
+    verdicts = check_in_process(addresses, library_options(host_connections=1))
+    assert len(verdicts) == len(addresses)
+    multi = [verbs(session) for session in peer.sessions if verbs(session).count("MAIL") > 1]
+    assert multi, "no session held more than one transaction"
+    for session in multi:
+        later_mails = [index for index, verb in enumerate(session) if verb == "MAIL"][1:]
+        assert all(session[index - 1] == "RSET" for index in later_mails)
+
+
+def test_recipient_limit_per_transaction_continues_after_rset_in_the_same_session(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx(
+        "example.test", MX1, mailboxes={"alice", "bob", "carol", "dave"}, max_rcpt_per_transaction=2
+    )
+    run = check(*(f"{name}@example.test" for name in ("alice", "bob", "carol", "dave")))
+    assert set(run.outcomes.values()) == {("valid", "accepted")}
+    assert peer.connections == 1
+    assert "RSET" in verbs(peer.sessions[0])
+
+
+def test_recipient_limit_per_session_loses_no_address(start_mx: StartMx, check: RunCli) -> None:
+    # "452 4.5.3 Too many recipients in this session" after three: the rest need new sessions.
+    known = [f"known{index}" for index in range(6)]
+    unknown = [f"unknown{index}" for index in range(6)]
+    start_mx("example.test", MX1, mailboxes=set(known), max_rcpt_per_session=3)
+    run = check(*(f"{name}@example.test" for name in known + unknown))
+    expected = {f"{name}@example.test": ("valid", "accepted") for name in known}
+    expected |= {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
+    assert run.outcomes == expected
+
+
+def rcpts_in_first_session_of_a_server_that_hangs_up(
+    start_mx: StartMx, check: RunCli, pipelining: bool
+) -> int:
+    """The server answers one RCPT and hangs up at the next; whatever else the client wrote
+    before it saw the hang-up is still recorded."""
+    peer = start_mx("example.test", MX1, catch_all=True, drop_after_rcpts=1, pipelining=pipelining)
+    check(*(f"user{index}@example.test" for index in range(4)))
+    return verbs(peer.sessions[0]).count("RCPT")
+
+
+def test_pipelining_sends_the_batch_without_waiting_for_replies(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    assert rcpts_in_first_session_of_a_server_that_hangs_up(start_mx, check, True) > 2
+
+
+def test_without_pipelining_each_command_waits_for_its_reply(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    assert rcpts_in_first_session_of_a_server_that_hangs_up(start_mx, check, False) == 2
+
+
+def test_without_pipelining_no_rcpt_follows_a_refused_mail_from(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx(
+        "example.test", MX1, mail_refusal="553 5.7.1 Sender address rejected", pipelining=False
+    )
+    check("alice@example.test", "bob@example.test")
+    assert "MAIL" in verbs(peer.sessions[0])
+    assert "RCPT" not in verbs(peer.sessions[0])
+
+
+def test_verdicts_are_the_same_without_pipelining(start_mx: StartMx, check: RunCli) -> None:
+    start_mx(
+        "example.test",
+        MX1,
+        mailboxes={"alice"},
+        rcpt_replies={"carol": "452 4.2.2 Mailbox full"},
+        pipelining=False,
+    )
+    run = check("alice@example.test", "bob@example.test", "carol@example.test")
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.test": ("invalid", "rejected"),
+        "carol@example.test": ("risky", "mailbox_full"),
+    }
+
+
+# endregion
+
+# region HELO name and MAIL FROM
+
+
+def test_default_mail_from_is_the_null_reverse_path(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test")
+    assert set(arguments_of(peer, "MAIL FROM:")) == {"<>"}
+
+
+def test_mail_from_option_is_the_envelope_sender(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("--mail-from", "bounce@checker.example.net", "alice@example.test")
+    assert set(arguments_of(peer, "MAIL FROM:")) == {"<bounce@checker.example.net>"}
+
+
+def test_mail_from_comes_from_the_environment(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test", env={"MAIL_FROM": "env@checker.example.net"})
+    assert set(arguments_of(peer, "MAIL FROM:")) == {"<env@checker.example.net>"}
+
+
+def test_mail_from_comes_from_dotenv(start_mx: StartMx, check: RunCli, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAIL_FROM=dotenv@checker.example.net\n")
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test")
+    assert set(arguments_of(peer, "MAIL FROM:")) == {"<dotenv@checker.example.net>"}
+
+
+def test_mail_from_option_wins_over_the_environment(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    check(
+        "--mail-from",
+        "option@checker.example.net",
+        "alice@example.test",
+        env={"MAIL_FROM": "env@checker.example.net"},
+    )
+    assert set(arguments_of(peer, "MAIL FROM:")) == {"<option@checker.example.net>"}
+
+
+def test_helo_name_comes_from_the_environment(
+    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run_cli(
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        "alice@example.test",
+        env={"HELO_HOST": "env-helo.example.net"},
+    )
+    assert arguments_of(peer, "EHLO") == ["env-helo.example.net"]
+
+
+def test_helo_name_comes_from_dotenv(
+    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("HELO_HOST=dotenv-helo.example.net\n")
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run_cli(
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        "alice@example.test",
+    )
+    assert arguments_of(peer, "EHLO") == ["dotenv-helo.example.net"]
+
+
+def test_default_helo_name_is_this_hosts_fqdn(
+    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run_cli(
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        "alice@example.test",
+    )
+    assert arguments_of(peer, "EHLO") == [socket.getfqdn().lower()]
+
+
+def test_target_domain_is_never_used_as_helo_or_sender(
+    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+) -> None:
+    peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"})
+    dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
+    run_cli(
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("alice@example.test", "bob@example.org"),
+    )
+    said = arguments_of(peer, "EHLO") + arguments_of(peer, "MAIL FROM:")
+    assert len(said) >= 4  # a hello and a sender in each domain's session
+    assert not [word for word in said if "example.test" in word or "example.org" in word]
+
+
+# endregion
+
+# region catch-all probe
+
+
+def test_one_probe_per_domain_however_many_addresses(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    addresses = [f"user{index}@example.test" for index in range(12)]
+    check(*addresses)
+    probes = [address for address in rcpt_addresses(peer) if address not in addresses]
+    assert len(probes) == 1
+    assert probes[0].endswith("@example.test")
+
+
+def test_each_domain_gets_its_own_probe(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    dns_responder.add_mx("example.org", [(10, "mx.example.test")])
+    addresses = ["alice@example.test", "bob@example.test", "alice@example.org", "bob@example.org"]
+    check(*addresses)
+    probes = [address for address in rcpt_addresses(peer) if address not in addresses]
+    assert sorted(probe.rpartition("@")[2] for probe in probes) == ["example.org", "example.test"]
+
+
+def test_probe_local_part_is_new_on_every_run(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    check("alice@example.test")
+    check("alice@example.test")
+    probes = [address for address in rcpt_addresses(peer) if address != "alice@example.test"]
+    assert len(probes) == 2
+    assert probes[0] != probes[1]
+
+
+# endregion
+
+# region resilience
+
+
+def test_session_dropped_after_a_few_rcpts_still_gives_every_verdict_once(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    names = [f"user{index}" for index in range(12)]
+    start_mx("example.test", MX1, mailboxes=set(names[::2]), drop_after_rcpts=3)
+    run = check(*(f"{name}@example.test" for name in names))
+    assert Counter(verdict["email"] for verdict in run.verdicts) == Counter(
+        f"{name}@example.test" for name in names
+    )
+    assert run.outcomes == {
+        f"{name}@example.test": ("valid", "accepted") if index % 2 == 0 else ("invalid", "rejected")
+        for index, name in enumerate(names)
+    }
+
+
+def test_server_hanging_up_after_too_many_errors_gives_every_verdict(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    # Postfix's smtpd_hard_error_limit, whose default is 20: a 421 and the line is closed.
+    known = [f"known{index}" for index in range(5)]
+    unknown = [f"unknown{index}" for index in range(30)]
+    start_mx("example.test", MX1, mailboxes=set(known), hard_error_limit=20)
+    run = check(*(f"{name}@example.test" for name in unknown + known))
+    expected = {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
+    expected |= {f"{name}@example.test": ("valid", "accepted") for name in known}
+    assert run.outcomes == expected
+
+
+def test_error_limit_below_the_checkers_own_still_gives_every_verdict(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    # Servers tightened against address harvesting hang up after a handful of errors.
+    known = [f"known{index}" for index in range(3)]
+    unknown = [f"unknown{index}" for index in range(20)]
+    start_mx("example.test", MX1, mailboxes=set(known), hard_error_limit=5)
+    run = check(*(f"{name}@example.test" for name in unknown + known))
+    expected = {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
+    expected |= {f"{name}@example.test": ("valid", "accepted") for name in known}
+    assert run.outcomes == expected
+
+
+def test_connection_limit_of_the_server_loses_no_address(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    # Two domains on one MX host are worked on at once: the second session is refused.
+    peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"}, max_connections=1)
+    dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
+    domains = ["example.test", "example.org"]
+    run = check(*(f"{name}@{domain}" for domain in domains for name in ("alice", "bob")))
+    expected = {f"alice@{domain}": ("valid", "accepted") for domain in domains}
+    expected |= {f"bob@{domain}": ("invalid", "rejected") for domain in domains}
+    assert run.outcomes == expected
+    refused = [session for session in peer.sessions if "EHLO" not in verbs(session)]
+    assert refused, "the server never had to refuse a connection"
+
+
+def test_421_in_mid_session_leaves_the_other_verdicts_right(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    start_mx(
+        "example.test",
+        MX1,
+        mailboxes={"alice", "dave"},
+        rcpt_replies={"carol": "421 4.3.2 Service shutting down, closing transmission channel"},
+    )
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    run = check(*(f"{name}@example.test" for name in names))
+    assert len(run.verdicts) == len(names)
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.test": ("invalid", "rejected"),
+        "carol@example.test": ("unknown", "temp_failure"),
+        "dave@example.test": ("valid", "accepted"),
+        "erin@example.test": ("invalid", "rejected"),
+    }
+
+
+# endregion
+
+# region command injection (the fixture also checks that no line held CR, LF or NUL)
+
+
+def test_address_with_crlf_is_invalid_syntax_and_injects_nothing(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"}, catch_all=True)
+    injected = [
+        f"alice@example.test>\r\nRCPT TO:<{VICTIM}",
+        f"alice@example.test\nRCPT TO:<{VICTIM}>",
+        "alice@example.test\rDATA",
+    ]
+    run = check(*injected, "bob@example.test")
+    assert {run.outcomes[address] for address in injected} == {("invalid", "syntax")}
+    assert VICTIM not in rcpt_addresses(peer)
+    assert "DATA" not in verbs(peer.all_commands())
+
+
+def test_address_with_nul_in_a_file_is_invalid_syntax(
+    start_mx: StartMx, check: RunCli, tmp_path: Path
+) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    (tmp_path / "list.txt").write_bytes(b"ali\x00ce@example.test\nbob@example.test\n")
+    run = check("-f", "list.txt")
+    assert run.outcomes["ali\x00ce@example.test"] == ("invalid", "syntax")
+    assert "ali" not in "".join(rcpt_addresses(peer))
+
+
+def test_helo_with_crlf_is_a_usage_error(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    run = check("--helo", f"checker.example.net\r\nRCPT TO:<{VICTIM}>", "alice@example.test")
+    assert run.exit_status == 2
+    assert peer.connections == 0
+
+
+def test_helo_with_crlf_from_the_environment_is_a_usage_error(
+    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    run = run_cli(
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        "alice@example.test",
+        env={"HELO_HOST": f"checker.example.net\r\nRCPT TO:<{VICTIM}>"},
+    )
+    assert run.exit_status == 2
+    assert peer.connections == 0
+
+
+def test_mail_from_with_crlf_is_a_usage_error(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    run = check("--mail-from", f"me@example.net>\r\nRCPT TO:<{VICTIM}", "alice@example.test")
+    assert run.exit_status == 2
+    assert peer.connections == 0
+
+
+def test_mail_from_with_crlf_from_the_environment_is_a_usage_error(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    run = check("alice@example.test", env={"MAIL_FROM": "me@example.net>\r\nDATA"})
+    assert run.exit_status == 2
+    assert peer.connections == 0
+
+
+def test_library_sends_no_control_character_given_in_options(
+    start_mx: StartMx, library_options: LibraryOptions
+) -> None:
+    peer = start_mx("example.test", MX1, catch_all=True)
+    options = library_options(
+        helo=f"checker.example.net\r\nRCPT TO:<{VICTIM}>",
+        mail_from=f"me@example.net>\r\nRCPT TO:<{VICTIM}",
+    )
+    # Refusing with an exception and refusing with verdicts are both fine; sending is not.
+    with contextlib.suppress(ValueError, mail_checker.AddressSyntaxError):
+        check_in_process(["alice@example.test"], options)
+    assert VICTIM not in rcpt_addresses(peer)
+
+
+# endregion

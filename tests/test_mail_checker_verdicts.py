@@ -1,0 +1,315 @@
+"""Each row of the verdict table, and the DNS rules, reached through real loopback peers."""
+
+from __future__ import annotations
+
+from conftest import RunCli, StartMx, rcpt_addresses
+from peers import DnsResponder
+
+MX1, MX2, MX3 = "127.0.2.1", "127.0.2.2", "127.0.2.3"
+NOTHING_LISTENS = "127.0.2.12"  # in the test port's range, but no peer is started there
+
+
+# region valid
+
+
+def test_accepted_mailbox_is_valid_accepted(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["status"], verdict["reason"]) == ("valid", "accepted")
+    assert (verdict["mx"], verdict["smtp_code"]) == ("mx.example.test", 250)
+
+
+def test_syntax_level_gives_syntax_ok_without_network(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("--level", "syntax", "alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("valid", "syntax_ok")}
+    assert (dns_responder.queries, peer.connections) == ([], 0)
+
+
+def test_dns_level_gives_mx_found_without_smtp(start_mx: StartMx, check: RunCli) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("--level", "dns", "alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("valid", "mx_found")}
+    assert peer.connections == 0
+
+
+# endregion
+
+# region invalid
+
+
+def test_malformed_address_is_invalid_syntax_without_network(
+    dns_responder: DnsResponder, check: RunCli
+) -> None:
+    run = check("alice.example.test")
+    assert run.outcomes == {"alice.example.test": ("invalid", "syntax")}
+    assert dns_responder.queries == []
+
+
+def test_nxdomain_is_invalid_no_domain(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, catch_all=True)
+    run = check("alice@nowhere.test")
+    assert run.outcomes == {"alice@nowhere.test": ("invalid", "no_domain")}
+
+
+def test_null_mx_is_invalid_null_mx(dns_responder: DnsResponder, check: RunCli) -> None:
+    dns_responder.null_mx("nomail.test")
+    run = check("alice@nomail.test")
+    assert run.outcomes == {"alice@nomail.test": ("invalid", "null_mx")}
+
+
+def test_domain_without_mx_or_address_is_invalid_no_mx(
+    dns_responder: DnsResponder, check: RunCli
+) -> None:
+    dns_responder.add("bare.test", "TXT", '"v=spf1 -all"')
+    run = check("alice@bare.test")
+    assert run.outcomes == {"alice@bare.test": ("invalid", "no_mx")}
+
+
+def test_unknown_user_is_invalid_rejected(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    run = check("bob@example.test")
+    verdict = run.by_email["bob@example.test"]
+    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
+        "invalid",
+        "rejected",
+        550,
+    )
+    assert "User unknown" in verdict["smtp_message"]
+
+
+# endregion
+
+# region risky
+
+
+def test_accepted_address_at_catch_all_domain_is_risky_catch_all(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, catch_all=True)
+    run = check("alice@example.test", "bob@example.test")
+    assert run.outcomes == {
+        "alice@example.test": ("risky", "catch_all"),
+        "bob@example.test": ("risky", "catch_all"),
+    }
+
+
+def test_452_mailbox_full_is_risky_mailbox_full(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, rcpt_replies={"carol": "452 4.2.2 Mailbox full"})
+    run = check("carol@example.test")
+    assert run.outcomes == {"carol@example.test": ("risky", "mailbox_full")}
+
+
+def test_552_over_quota_is_risky_mailbox_full(start_mx: StartMx, check: RunCli) -> None:
+    full = "552 Requested mail action aborted: exceeded storage allocation"
+    start_mx("example.test", MX1, rcpt_replies={"carol": full})
+    run = check("carol@example.test")
+    assert run.outcomes == {"carol@example.test": ("risky", "mailbox_full")}
+
+
+# endregion
+
+# region unknown
+
+
+def test_greylisting_is_unknown_temp_failure(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"}, greylist_seconds=3600)
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
+        "unknown",
+        "temp_failure",
+        450,
+    )
+
+
+def test_554_greeting_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> None:
+    start_mx("example.test", MX1, greeting_refusal="554 5.7.1 No SMTP service for you")
+    run = check("alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("unknown", "blocked")}
+
+
+def test_spamhaus_refusal_at_rcpt_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> None:
+    listed = (
+        "550 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using "
+        "zen.spamhaus.org; https://www.spamhaus.org/query/ip/127.0.0.1"
+    )
+    start_mx("example.test", MX1, mailboxes={"alice"}, rcpt_replies={"alice": listed})
+    run = check("alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("unknown", "blocked")}
+
+
+def test_refused_mail_from_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> None:
+    refusal = "553 5.7.1 <>: Sender address rejected: Access denied"
+    start_mx("example.test", MX1, mailboxes={"alice"}, mail_refusal=refusal)
+    run = check("alice@example.test", "bob@example.test")
+    assert run.outcomes == {
+        "alice@example.test": ("unknown", "blocked"),
+        "bob@example.test": ("unknown", "blocked"),
+    }
+
+
+def test_mx_host_refusing_connections_is_unknown_unreachable(
+    dns_responder: DnsResponder, check: RunCli
+) -> None:
+    dns_responder.add_mx("example.test", [(10, "mx.example.test")])
+    dns_responder.add_a("mx.example.test", NOTHING_LISTENS)
+    run = check("alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("unknown", "unreachable")}
+
+
+def test_mx_host_that_never_greets_is_unreachable_within_the_timeout(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx("example.test", MX1, never_greet=True)
+    # The deadline is generous: only a checker that waits past its --timeout misses it.
+    run = check("--timeout", "1", "alice@example.test", deadline=15)
+    assert run.outcomes == {"alice@example.test": ("unknown", "unreachable")}
+    assert peer.connections >= 1
+
+
+def test_servfail_is_unknown_dns_error(dns_responder: DnsResponder, check: RunCli) -> None:
+    dns_responder.add_mx("broken.test", [(10, "mx.broken.test")])
+    dns_responder.servfail("broken.test")
+    run = check("alice@broken.test")
+    assert run.outcomes == {"alice@broken.test": ("unknown", "dns_error")}
+
+
+def test_dns_timeout_is_unknown_dns_error(dns_responder: DnsResponder, check: RunCli) -> None:
+    dns_responder.add_mx("slow.test", [(10, "mx.slow.test")])
+    dns_responder.timeout("slow.test")
+    run = check("--timeout", "1", "alice@slow.test", deadline=15)
+    assert run.outcomes == {"alice@slow.test": ("unknown", "dns_error")}
+
+
+def test_dns_server_that_is_not_there_gives_dns_error_not_a_crash(
+    run_cli: RunCli, mx_port: int
+) -> None:
+    run = run_cli(
+        "--format",
+        "json",
+        "--dns-server",
+        f"{NOTHING_LISTENS}:{mx_port}",
+        "--timeout",
+        "1",
+        "--helo",
+        "checker.example.net",
+        "alice@example.test",
+        "bob@example.org",
+        deadline=15,
+    )
+    assert "Traceback" not in run.stderr
+    assert (run.exit_status, run.outcomes) == (
+        1,
+        {
+            "alice@example.test": ("unknown", "dns_error"),
+            "bob@example.org": ("unknown", "dns_error"),
+        },
+    )
+
+
+def test_connection_dropped_at_every_rcpt_is_unknown_smtp_error(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"}, drop_after_rcpts=0)
+    run = check("alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("unknown", "smtp_error")}
+
+
+# endregion
+
+# region DNS rules
+
+
+def test_mx_hosts_are_tried_in_preference_order(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    second = start_mx(None, MX2, "mx20.example.test", mailboxes={"alice"})
+    third = start_mx(None, MX3, "mx30.example.test", mailboxes={"alice"})
+    dns_responder.add_a("mx10.example.test", NOTHING_LISTENS)
+    dns_responder.add_mx(
+        "example.test",
+        [(30, "mx30.example.test"), (10, "mx10.example.test"), (20, "mx20.example.test")],
+    )
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx20.example.test")
+    assert (second.connections >= 1, third.connections) == (True, 0)
+
+
+def test_domain_without_mx_uses_its_address_as_implicit_mx(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    peer = start_mx(None, MX1, "example.test", mailboxes={"alice"})
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["reason"], verdict["mx"]) == ("accepted", "example.test")
+    assert "RCPT TO:<alice@example.test>" in peer.all_commands()
+
+
+def test_mx_host_that_does_not_resolve_is_skipped(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx(None, MX2, "mx20.example.test", mailboxes={"alice"})
+    dns_responder.add_mx("example.test", [(10, "ghost.example.invalid"), (20, "mx20.example.test")])
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx20.example.test")
+
+
+def test_second_dns_server_is_asked_when_the_first_does_not_answer(
+    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, mx_port: int
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    run = run_cli(
+        *("--dns-server", f"{NOTHING_LISTENS}:{mx_port}", "--dns-server", dns_responder.server_arg),
+        *("--smtp-port", str(mx_port), "--helo", "checker.example.net", "--timeout", "1"),
+        *("--format", "json", "alice@example.test"),
+        deadline=15,
+    )
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
+
+
+def test_mx_is_looked_up_once_per_domain_for_many_addresses(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    addresses = [f"user{index}@example.test" for index in range(8)]
+    run = check(*addresses, "alice@example.test")
+    assert len(run.verdicts) == 9
+    assert dns_responder.query_count("example.test", "MX") == 1
+
+
+def test_shared_mx_host_is_resolved_once_for_several_domains(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"})
+    dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
+    run = check("alice@example.test", "alice@example.org")
+    assert set(run.outcomes.values()) == {("valid", "accepted")}
+    assert dns_responder.query_count("mx.shared.test", "A") == 1
+
+
+def test_dns_server_option_is_the_resolver_asked(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    check("alice@example.test")
+    asked = {(query.name.lower(), query.rdtype) for query in dns_responder.queries}
+    assert {("example.test", "MX"), ("mx.example.test", "A")} <= asked
+
+
+def test_idn_domain_is_asked_and_sent_as_a_labels(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    peer = start_mx("xn--bcher-kva.example", MX1, mailboxes={"user"})
+    run = check("user@bücher.example")
+    assert run.outcomes == {"user@bücher.example": ("valid", "accepted")}
+    assert dns_responder.query_count("xn--bcher-kva.example", "MX") == 1
+    assert "user@xn--bcher-kva.example" in rcpt_addresses(peer)
+
+
+# endregion
