@@ -27,10 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+if TYPE_CHECKING:
+    from aiogram.exceptions import TelegramAPIError
 
 PROG = "tg_bot.py"
 DEFAULT_MESSAGE_FILE = "message.txt"
@@ -615,10 +618,9 @@ def _check_markdown_pieces(pieces: list[Piece]) -> None:
 # configuration error should not wait for that.
 
 
-def _refusal(error: Exception, what: str, chat: ChatId, parse_mode: str | None) -> SendError:
+def _refusal(error: TelegramAPIError, what: str, chat: ChatId, parse_mode: str | None) -> SendError:
     """The line to show for an answer that no retry can change."""
     from aiogram.exceptions import (
-        TelegramAPIError,
         TelegramBadRequest,
         TelegramEntityTooLarge,
         TelegramForbiddenError,
@@ -627,11 +629,11 @@ def _refusal(error: Exception, what: str, chat: ChatId, parse_mode: str | None) 
         TelegramUnauthorizedError,
     )
 
-    description = error.message if isinstance(error, TelegramAPIError) else str(error)
+    description = error.message
     if isinstance(error, TelegramUnauthorizedError):
         return SendError(
-            f"Telegram rejected the bot token ({description}): check API_TOKEN, "
-            "@BotFather shows the right one"
+            f"Telegram rejected the bot token ({description}): check API_TOKEN against the "
+            "token @BotFather gave"
         )
     if isinstance(error, TelegramNotFound):
         return SendError(
@@ -690,7 +692,7 @@ async def send_with_retries(
                     f"Telegram's flood control asks to wait {error.retry_after} s before {target}, "
                     f"longer than the {LONGEST_FLOOD_WAIT} s this tool waits: try again later"
                 ) from None
-            problem = "Telegram's flood control kept refusing"
+            problem = f"Telegram's flood control still asked to wait ({error.retry_after} s)"
             delay = error.retry_after + FLOOD_WAIT_MARGIN
         except TelegramServerError as error:
             problem = f"the Bot API server kept failing ({error.message})"
@@ -719,7 +721,7 @@ async def send_with_retries(
             raise _refusal(error, what, chat, parse_mode) from None
         if attempt < MAX_ATTEMPTS:
             await asyncio.sleep(delay)
-    raise SendError(f"{problem} for {target}; gave up after {MAX_ATTEMPTS} attempts")
+    raise SendError(f"gave up on {target} after {MAX_ATTEMPTS} attempts: {problem}")
 
 
 def _upload_timeout(size: int) -> int:

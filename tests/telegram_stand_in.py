@@ -37,10 +37,12 @@ class Received:
         return self.fields["text"]
 
 
-Reply = Callable[["BotApiStandIn", Received], Awaitable[web.StreamResponse]]
+Reply = Callable[["BotApiStandIn", web.Request, Received], Awaitable[web.StreamResponse]]
 
 
-async def accept(stand_in: BotApiStandIn, received: Received) -> web.StreamResponse:
+async def accept(
+    stand_in: BotApiStandIn, request: web.Request, received: Received
+) -> web.StreamResponse:
     """Telegram's answer to a message it accepted: the Message it created."""
     chat_id = received.chat_id
     message = {
@@ -71,7 +73,9 @@ async def accept(stand_in: BotApiStandIn, received: Received) -> web.StreamRespo
 def refuse(status: int, description: str, **parameters: int) -> Reply:
     """Telegram's answer to a request it refused, e.g. refuse(429, ..., retry_after=1)."""
 
-    async def reply(stand_in: BotApiStandIn, received: Received) -> web.StreamResponse:
+    async def reply(
+        stand_in: BotApiStandIn, request: web.Request, received: Received
+    ) -> web.StreamResponse:
         body: dict[str, object] = {"ok": False, "error_code": status, "description": description}
         if parameters:
             body["parameters"] = parameters
@@ -80,20 +84,35 @@ def refuse(status: int, description: str, **parameters: int) -> Reply:
     return reply
 
 
-async def proxy_error_page(stand_in: BotApiStandIn, received: Received) -> web.StreamResponse:
+async def proxy_error_page(
+    stand_in: BotApiStandIn, request: web.Request, received: Received
+) -> web.StreamResponse:
     """What a reverse proxy in front of the Bot API sends when its upstream is down."""
     page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
     return web.Response(status=502, text=page, content_type="text/html")
 
 
-async def redirect_to_itself(stand_in: BotApiStandIn, received: Received) -> web.StreamResponse:
+async def redirect_to_itself(
+    stand_in: BotApiStandIn, request: web.Request, received: Received
+) -> web.StreamResponse:
     """A misconfigured server sending the client round in circles (the URL holds the token)."""
     return web.Response(status=302, headers={"Location": f"/bot{received.token}/{received.method}"})
 
 
-async def never_answer(stand_in: BotApiStandIn, received: Received) -> web.StreamResponse:
+async def never_answer(
+    stand_in: BotApiStandIn, request: web.Request, received: Received
+) -> web.StreamResponse:
     await asyncio.sleep(30)
-    return await accept(stand_in, received)
+    return await accept(stand_in, request, received)
+
+
+async def hang_up(
+    stand_in: BotApiStandIn, request: web.Request, received: Received
+) -> web.StreamResponse:
+    """Drop the connection once the request is in: the client cannot tell if it was delivered."""
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response()
 
 
 class BotApiStandIn:
@@ -168,4 +187,4 @@ class BotApiStandIn:
             reply = self._replies[method].popleft()
         else:
             reply = self._standing.get(method, accept)
-        return await reply(self, received)
+        return await reply(self, request, received)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from telegram_stand_in import (
     BotApiStandIn,
     accept,
+    hang_up,
     never_answer,
     proxy_error_page,
     redirect_to_itself,
@@ -582,7 +583,17 @@ def test_unreachable_server_fails_after_the_retries_in_one_line(cli, workdir, mo
     assert result.status == 1
     assert_one_clean_line(result.stderr)
     assert "cannot reach the Bot API server" in result.stderr
-    assert f"gave up after {tg_bot.MAX_ATTEMPTS} attempts" in result.stderr
+    assert f"after {tg_bot.MAX_ATTEMPTS} attempts" in result.stderr
+
+
+def test_connection_lost_after_sending_is_not_sent_again(cli, stand_in, workdir):
+    stand_in.reply_next("sendMessage", hang_up)
+    write_message(workdir, "alert")
+    result = cli()
+    assert result.status == 1
+    assert_one_clean_line(result.stderr)
+    assert "not sent again, since Telegram may have received it" in result.stderr
+    assert len(stand_in.received) == 1
 
 
 def test_redirect_loop_error_does_not_reveal_the_token(cli, stand_in, workdir):
