@@ -879,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(
     args: argparse.Namespace, environment: dict[str, str], report: Callable[[str], None]
 ) -> ExitStatus:
+    """Settings, then the text and documents, then the split, then the dry run or the sending."""
     settings = None if args.dry_run else load_settings(environment, args.chats, args.api_url)
     source = args.file or (None if args.documents else DEFAULT_MESSAGE_FILE)
     text = read_text(source) if source else ""
@@ -895,11 +896,12 @@ async def run(
 
 
 async def main(argv: list[str] | None = None) -> int:
+    """The command: returns its exit status, with any failure already printed as one line."""
     token = ""
     try:
-        args = build_parser().parse_args(argv)
         environment = read_environment()
-        token = environment.get("API_TOKEN", "")
+        token = environment.get("API_TOKEN", "")  # read first, so every line can be redacted
+        args = build_parser().parse_args(argv)
         return await run(args, environment, lambda message: print_error(message, token))
     except ToolError as error:
         print_error(str(error), token)
