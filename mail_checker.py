@@ -21,6 +21,7 @@ import contextlib
 import csv
 import dataclasses
 import enum
+import functools
 import io
 import ipaddress
 import json
@@ -37,6 +38,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import dns.asyncresolver
 import dns.exception
@@ -55,6 +57,8 @@ MAX_ADDRESS_OCTETS = 254  # RFC 5321 4.5.3.1.3: a path is 256 octets including "
 
 # RFC 5322 3.2.3: atext, the characters of a dot-atom besides letters and digits.
 ATEXT_SYMBOLS = frozenset("!#$%&'*+-/=?^_`{|}~")
+# Unicode's Cc category: C0 controls (CR, LF and NUL among them), DEL and the C1 controls.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # RFC 5321 4.1.2 Domain
 
 DEFAULT_SMTP_PORT = 25
@@ -134,9 +138,10 @@ class Verdict:
     flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        row = dataclasses.asdict(self)
-        row["flags"] = list(self.flags)
-        return row
+        return {name: getattr(self, name) for name in FIELDS} | {"flags": list(self.flags)}
+
+
+FIELDS = [f.name for f in dataclasses.fields(Verdict)]
 
 
 @dataclass
@@ -176,12 +181,12 @@ class Address:
 
 def reject_control_characters(text: str, what: str) -> None:
     """No CR, LF, NUL or other control character may reach the SMTP wire (command injection)."""
-    for char in text:
-        if unicodedata.category(char) == "Cc":
-            raise AddressSyntaxError(
-                f"The {what} contains a control character ({ord(char):#04x}), "
-                "which no address may hold."
-            )
+    found = CONTROL_CHARACTER.search(text)
+    if found:
+        raise AddressSyntaxError(
+            f"The {what} contains a control character ({ord(found.group()):#04x}), "
+            "which no address may hold."
+        )
 
 
 def check_local_part(local: str) -> None:
@@ -327,7 +332,10 @@ class Dns:
             self.resolver.nameservers = [
                 dns.nameserver.Do53Nameserver(host, port) for host, port in options.dns_servers
             ]
-        self.resolver.timeout = self.resolver.lifetime = options.timeout
+        # --timeout bounds a whole lookup; each server gets its share of it, and a lone
+        # server two tries, so that one silent server never uses up the time of the others.
+        self.resolver.lifetime = options.timeout
+        self.resolver.timeout = options.timeout / (len(self.resolver.nameservers) + 1)
         self.resolver.cache = None  # our own table below keeps one answer per name
 
     async def lookup(self, name: str, rdtype: str) -> list[str]:
@@ -349,16 +357,9 @@ class Dns:
         return records
 
     async def host_addresses(self, name: str) -> tuple[str, ...]:
-        """IPv4 first: more hosts reach it, and an MX host seldom lacks it."""
-        v4, v6 = await asyncio.gather(
-            self.lookup(name, "A"), self.lookup(name, "AAAA"), return_exceptions=True
-        )
-        found = [ip for result in (v4, v6) if isinstance(result, list) for ip in result]
-        if not found:
-            for result in (v4, v6):
-                if isinstance(result, BaseException):
-                    raise result
-        return tuple(found)
+        """IPv4 addresses, or IPv6 ones for a host without any: more networks reach IPv4,
+        and asking AAAA only when needed spares a query per host."""
+        return tuple(await self.lookup(name, "A") or await self.lookup(name, "AAAA"))
 
     async def mail_route(self, domain: str) -> MailRoute:
         """The DNS rules: RFC 5321 5.1 (MX, else implicit MX) and RFC 7505 (null MX)."""
@@ -436,6 +437,7 @@ class ReplyCode(enum.IntEnum):
     SERVICE_NOT_AVAILABLE = 421
 
 
+REPLY_LINE = re.compile(r"\d{3}(?:[ -]|$)")
 ENHANCED_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
 
@@ -453,7 +455,7 @@ class Reply:
         """The reply as the server wrote it, multi-line replies joined with spaces."""
         return f"{self.code} {self.text}".strip()
 
-    @property
+    @functools.cached_property
     def enhanced(self) -> str | None:
         """RFC 3463 status code, when the server gave one of the reply's own class."""
         match = ENHANCED_CODE.search(self.text)
@@ -481,39 +483,45 @@ class SmtpClient:
         self.timeout, self.log = timeout, log
         self.extensions: set[str] = set()
         self.commands_sent = 0
+        self.said_goodbye = False  # the server answered QUIT
 
     async def read_reply(self) -> Reply:
+        """One reply, its continuation lines ("250-...") joined (RFC 5321 4.2.1)."""
         lines: list[str] = []
-        while True:
-            try:
-                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
-            except asyncio.TimeoutError:
-                raise SmtpDropped(f"{self.host} did not answer within {self.timeout:g} s") from None
-            except (ConnectionError, ValueError, ssl.SSLError) as error:
-                raise SmtpDropped(f"the connection to {self.host} failed: {error}") from None
-            if not raw.endswith(b"\n"):
-                raise SmtpDropped(f"{self.host} closed the connection")
-            line = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
-            if self.log:
-                self.log(f"smtp: {self.host} < {line}")
-            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
-                raise SmtpDropped(f"{self.host} sent a malformed reply: {line[:80]!r}")
-            lines.append(line[4:])
-            if line[3:4] != "-":
-                return Reply(int(line[:3]), tuple(lines))
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    raw = await self.reader.readline()
+                    if not raw.endswith(b"\n"):
+                        raise SmtpDropped(f"{self.host} closed the connection")
+                    line = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
+                    if self.log:
+                        self.log(f"smtp: {self.host} < {line}")
+                    if not REPLY_LINE.match(line):
+                        raise SmtpDropped(f"{self.host} sent a malformed reply: {line[:80]!r}")
+                    lines.append(line[4:])
+                    if line[3:4] != "-":
+                        reply = Reply(int(line[:3]), tuple(lines))
+                        self.said_goodbye = reply.code == ReplyCode.CLOSING
+                        return reply
+        except TimeoutError:
+            raise SmtpDropped(f"{self.host} did not answer within {self.timeout:g} s") from None
+        except (ConnectionError, ValueError, ssl.SSLError) as error:
+            raise SmtpDropped(f"the connection to {self.host} failed: {error}") from None
 
     async def send(self, *commands: str) -> None:
         """Write commands in one go: one for lock-step, several when pipelining."""
         for command in commands:
-            if any(unicodedata.category(char) == "Cc" for char in command):
+            if CONTROL_CHARACTER.search(command):
                 raise ValueError(f"refusing to send a control character: {command!r}")
             if self.log:
                 self.log(f"smtp: {self.host} > {command}")
         self.writer.write("".join(f"{c}\r\n" for c in commands).encode())
         self.commands_sent += len(commands)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
-        except (ConnectionError, asyncio.TimeoutError) as error:
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
+        except (ConnectionError, TimeoutError) as error:
             raise SmtpDropped(f"the connection to {self.host} failed: {error!r}") from None
 
     async def command(self, command: str) -> Reply:
@@ -535,10 +543,9 @@ class SmtpClient:
         reply = await self.command("STARTTLS")
         if reply.code == ReplyCode.SERVICE_READY:
             try:
-                await asyncio.wait_for(
-                    self.writer.start_tls(opportunistic_tls_context()), self.timeout
-                )
-            except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+                async with asyncio.timeout(self.timeout):
+                    await self.writer.start_tls(opportunistic_tls_context())
+            except (OSError, ssl.SSLError, TimeoutError) as error:
                 raise SmtpDropped(f"TLS with {self.host} failed: {error!r}") from None
         return reply
 
@@ -558,9 +565,14 @@ class SmtpClient:
         """QUIT politely, waiting at most one step for the goodbye."""
         with contextlib.suppress(SmtpDropped):
             await self.command("QUIT")
-        self.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Hang up. After a 221 the server closes first (RFC 5321 4.1.1.10); waiting for that
+        keeps a new session from arriving while the server still counts this one."""
+        if self.said_goodbye:
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await self.reader.read()
         self.writer.close()
 
 
@@ -809,10 +821,11 @@ class HostTrouble(Exception):
 
 @dataclass
 class TransactionOutcome:
-    rcpts: int = 0
-    errors: int = 0
-    too_many: bool = False  # "452 too many recipients": the host's cap is what was taken
-    closing: bool = False  # a 421 came: the server is hanging up
+    answered: int = 0  # RCPTs that got a reply of their own (452 "too many" not counted)
+    errors: int = 0  # 4xx and 5xx replies, which servers count against a session
+    too_many: list[Pending] = field(default_factory=list)  # refused with 452 too many
+    closing: bool = False  # the server hung up or said 421: the session is over
+    quit_sent: bool = False  # QUIT went with the batch and was answered
 
 
 TOO_MANY_RECIPIENTS = re.compile(r"too many recipients", re.IGNORECASE)
@@ -847,6 +860,9 @@ class DomainCheck:
         self.held: list[tuple[Pending, Reply, str]] = []  # acceptances waiting for the probe
         self.host_failures: list[HostTrouble] = []
         self.replies = self.errors = 0  # the domain's record so far, to size the next batch
+        # What the domain's servers have shown they take; each only ever shrinks.
+        self.session_cap = self.transaction_cap = RCPTS_PER_SESSION
+        self.error_budget = ERRORS_PER_SESSION
 
     # -- the queue --
 
@@ -868,21 +884,27 @@ class DomainCheck:
         error_rate = (self.errors + 1.5) / (self.replies + 10)  # 15% before any reply
         return max(1, min(room, int(error_budget / error_rate)))
 
-    def put_back(self, items: Iterable[Pending], why: str, mx: str) -> None:
-        """After a dropped session or a "too many": retry, unless retries are used up."""
-        for item in items:
-            item.attempts += 1
-            if item is self.probe:
-                if item.attempts < MAX_ATTEMPTS:
-                    self.probe_queued = True
-                else:
-                    self.settle_probe(item.last_reply)
-            elif item.attempts < MAX_ATTEMPTS:
-                self.queue.appendleft(item)
-            elif item.last_reply is not None:
-                self.decide(item, RCPT, item.last_reply, mx)
+    def requeue(self, item: Pending, why: str, mx: str, charged: bool = True) -> None:
+        """Ask again in a later batch. A charged retry counts against the address: after
+        MAX_ATTEMPTS its last reply decides, or smtp_error when it never got one."""
+        item.attempts += charged
+        if item is self.probe:
+            if item.attempts < MAX_ATTEMPTS:
+                self.probe_queued = True
             else:
-                self.finish(item, "unknown", "smtp_error", f"{DETAILS['smtp_error']} ({why})", mx)
+                self.settle_probe(item.last_reply)
+        elif item.attempts < MAX_ATTEMPTS:
+            self.queue.appendleft(item)
+        elif item.last_reply is not None:
+            self.decide(item, RCPT, item.last_reply, mx)
+        else:
+            self.finish(item, "unknown", "smtp_error", f"{DETAILS['smtp_error']} ({why})", mx)
+
+    def requeue_unanswered(self, items: list[Pending], why: str, mx: str) -> None:
+        """The session ended under a batch: only the address it ended at is charged, so a
+        server that hangs up after N commands still lets every address through in time."""
+        for position, item in enumerate(reversed(items)):  # appendleft keeps their order
+            self.requeue(item, why, mx, charged=position == len(items) - 1)
 
     # -- verdicts --
 
@@ -966,11 +988,12 @@ class DomainCheck:
                 self.give_up(trouble)
                 return
             try:
-                await self.converse(client, mx)
-                await client.quit()
+                if not await self.converse(client, mx):
+                    await client.quit()
             except SmtpDropped:
-                client.close()  # what was in flight is back in the queue; the loop reconnects
+                pass  # what was in flight is back in the queue; the loop reconnects
             finally:
+                await client.close()
                 self.checker.counters.commands += client.commands_sent
                 await gate.release()
 
@@ -1023,8 +1046,9 @@ class DomainCheck:
                 opening = socks5_connect(parse_proxy(options.proxy), ip, options.smtp_port)
             else:
                 opening = asyncio.open_connection(ip, options.smtp_port)
-            reader, writer = await asyncio.wait_for(opening, options.timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(options.timeout):
+                reader, writer = await opening
+        except TimeoutError:
             detail = f"{label}: no connection within {options.timeout:g} s."
             raise HostTrouble("unreachable", detail) from None
         except OSError as error:
@@ -1041,10 +1065,11 @@ class DomainCheck:
             ):
                 self.check_opening(HELLO, await client.hello(options.helo), label, gate)
         except SmtpDropped as error:
-            client.close()
+            await client.close()
             raise HostTrouble("unreachable", f"{label}: {error}.") from None
         except HostTrouble:
             await client.quit()
+            await client.close()
             raise
         return client
 
@@ -1061,20 +1086,42 @@ class DomainCheck:
         detail = f"{label} refused the session at {stage}: {reply.message}"
         raise HostTrouble(reason, detail, reply, retry_later=too_many)
 
-    async def converse(self, client: SmtpClient, mx: str) -> None:
-        """Transactions on one session, RSET between them, until its budgets are spent."""
-        room, error_budget, first = RCPTS_PER_SESSION, ERRORS_PER_SESSION, True
-        while room > 0 and error_budget > 0 and self.has_work():
-            batch = self.take_batch(self.batch_size(room, error_budget))
-            outcome = await self.transaction(client, mx, batch, reset=not first)
+    async def converse(self, client: SmtpClient, mx: str) -> bool:
+        """Transactions on one session, RSET between them, until its budgets are spent.
+
+        Returns whether QUIT has been said: it rides with the batch that fills the session.
+        A "452 too many recipients" teaches the domain's limits: per transaction when the
+        same session still takes RCPTs after RSET, else per session.
+        """
+        sent = errors = 0
+        first = True
+        while errors < self.error_budget and sent < self.session_cap:
+            room = min(self.session_cap - sent, self.transaction_cap)
+            batch = self.take_batch(self.batch_size(room, self.error_budget - errors))
+            if not batch:
+                return False
+            last = sent + len(batch) >= self.session_cap or not self.has_work()
+            outcome = await self.transaction(client, mx, batch, reset=not first, quit=last)
             first = False
-            room = 0 if outcome.too_many else room - outcome.rcpts
-            error_budget -= outcome.errors
+            sent += outcome.answered
+            errors += outcome.errors
+            if outcome.too_many:
+                if outcome.answered:
+                    self.transaction_cap = min(self.transaction_cap, outcome.answered)
+                elif sent:
+                    self.session_cap = min(self.session_cap, sent)
+                for item in reversed(outcome.too_many):  # nothing accepted yet: charge them
+                    self.requeue(item, f"{mx} took no more recipients", mx, charged=not sent)
             if outcome.closing:
+                if errors and outcome.answered:  # hung up on our errors: stay further below
+                    self.error_budget = max(1, min(self.error_budget, errors - 1))
                 raise SmtpDropped(f"{mx} closed the session")
+            if outcome.quit_sent:
+                return True
+        return False
 
     async def transaction(
-        self, client: SmtpClient, mx: str, batch: list[Pending], reset: bool
+        self, client: SmtpClient, mx: str, batch: list[Pending], reset: bool, quit: bool
     ) -> TransactionOutcome:
         """MAIL FROM and a batch of RCPT TO, pipelined when the server allows (RFC 2920)."""
         outcome = TransactionOutcome()
@@ -1090,57 +1137,55 @@ class DomainCheck:
             mail += " SMTPUTF8"
         commands = (["RSET"] if reset else []) + [mail]
         commands += [f"RCPT TO:<{item.address.wire}>" for item in batch]
-        replies = client.exchange(commands)
+        pipelined = quit and "PIPELINING" in client.extensions
+        replies = client.exchange([*commands, "QUIT"] if pipelined else commands)
         unanswered = list(batch)
         try:
             if reset:
                 await anext(replies)
             mail_reply = await anext(replies)
             if mail_reply.code >= 400:
-                await self.refused_at_mail(replies, mail_reply, batch, mx)
-                unanswered = []
                 outcome.errors += 1
                 outcome.closing = mail_reply.code == ReplyCode.SERVICE_NOT_AVAILABLE
+                if not outcome.closing and "PIPELINING" in client.extensions:
+                    async for _ in replies:  # the pipelined RCPTs still get (503) replies
+                        pass
+                    outcome.quit_sent = pipelined
+                unanswered = []
+                self.refused_at_mail(mail_reply, batch, mx)
                 return outcome
             for item in batch:
                 reply = await anext(replies)
                 unanswered.remove(item)
-                outcome.rcpts += 1
-                outcome.errors += reply.code >= 400
+                if reply.code == 452 and TOO_MANY_RECIPIENTS.search(reply.text):
+                    outcome.too_many.append(item)
+                    continue
                 item.last_reply = reply
+                outcome.answered += 1
+                outcome.errors += reply.code >= 400
                 if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
                     outcome.closing = True
-                    self.put_back([item, *unanswered], f"{mx} closed the session", mx)
+                    self.requeue_unanswered([item, *unanswered], f"{mx} closed the session", mx)
                     unanswered = []
                     return outcome
-                if reply.code == 452 and TOO_MANY_RECIPIENTS.search(reply.text):
-                    outcome.too_many = True
-                    self.put_back([item], f"{mx} took no more recipients", mx)
-                    continue
                 self.record(item, reply, mx)
+            if pipelined:
+                await anext(replies)  # 221 to the QUIT
+                outcome.quit_sent = True
             return outcome
         except SmtpDropped as error:
-            self.put_back(unanswered, str(error), mx)
+            self.requeue_unanswered(unanswered, str(error), mx)
             unanswered = []
             raise
         finally:
             await replies.aclose()
 
-    async def refused_at_mail(
-        self,
-        replies: AsyncIterator[Reply],
-        mail_reply: Reply,
-        batch: list[Pending],
-        mx: str,
-    ) -> None:
+    def refused_at_mail(self, mail_reply: Reply, batch: list[Pending], mx: str) -> None:
         """MAIL FROM refused: a 4xx is retried later, a 5xx is a verdict on us, not them."""
-        if mail_reply.code != ReplyCode.SERVICE_NOT_AVAILABLE:
-            async for _ in replies:  # pipelined RCPTs still get their (503) replies
-                pass
         if mail_reply.code < 500:
-            for item in batch:
+            for item in reversed(batch):
                 item.last_reply = mail_reply
-            self.put_back(batch, f"{mx} deferred MAIL FROM", mx)
+                self.requeue(item, f"{mx} deferred MAIL FROM", mx)
             return
         for item in batch:
             if item is not self.probe:  # the probe stays unsettled: catch-all is unknown
@@ -1309,15 +1354,12 @@ def read_addresses(arguments: list[str], path: str | None) -> list[str]:
 
 # --- Output ---------------------------------------------------------------------------------
 
-FIELDS = [f.name for f in dataclasses.fields(Verdict)]
 STATUSES = ("valid", "invalid", "risky", "unknown")
 
 
 def printable(text: str) -> str:
     """Control characters shown as escapes, so that an address cannot drive the terminal."""
-    return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in text
-    )
+    return "".join(repr(char)[1:-1] if CONTROL_CHARACTER.match(char) else char for char in text)
 
 
 class ResultWriter:
@@ -1361,8 +1403,13 @@ def summary(counts: dict[str, int], elapsed: float) -> str:
     return f"{total} address{'es' * (total != 1)} checked in {elapsed:.1f} s: {parts or 'none'}."
 
 
+# A table row: the address (as printable() shows it, spaces and all), then the status column.
+TABLE_ROW = re.compile(rf"^(?P<email>.*?) {{2,}}(?P<status>{'|'.join(STATUSES)}) {{2,}}")
+
+
 def already_decided(path: str, style: str) -> dict[str, str]:
-    """Addresses and statuses an earlier run wrote to the -o file, to resume after them."""
+    """Addresses (as the format writes them) and statuses an earlier run wrote to the -o
+    file, so that the run resumes after them."""
     if not os.path.exists(path):
         return {}
     text = read_text(path)
@@ -1377,11 +1424,10 @@ def already_decided(path: str, style: str) -> dict[str, str]:
             for row in csv.DictReader(io.StringIO(text)):
                 decided[row["email"]] = row["status"]
         else:
-            for line in text.splitlines()[1:]:
-                email, _, rest = line.partition("  ")
-                status = rest.split(maxsplit=1)[0] if rest.strip() else ""
-                if status in STATUSES:
-                    decided[email.rstrip()] = status
+            for line in text.splitlines():
+                row = TABLE_ROW.match(line)
+                if row:
+                    decided[row["email"]] = row["status"]
     except (ValueError, KeyError, TypeError):
         raise UsageError(
             f"{path} was not written as --format {style}: use the format of the run that "
@@ -1434,8 +1480,14 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, port
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad option is one line on stderr, like every other usage error."""
+        raise UsageError(f"{message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mail_checker.py",
         description="Check whether email addresses have a real mailbox: syntax, DNS, then "
         "an SMTP dialogue that stops at RCPT TO (no mail is ever sent).",
@@ -1512,11 +1564,12 @@ def options_from(args: argparse.Namespace) -> Options:
 async def run(args: argparse.Namespace, options: Options, addresses: list[str]) -> int:
     started = time.monotonic()
     decided = already_decided(args.output, args.format) if args.output else {}
-    todo = [address for address in addresses if address not in decided]
+    written = printable if args.format == "table" else str
+    todo = [address for address in addresses if written(address) not in decided]
     counts = {status: 0 for status in STATUSES}
     for address in addresses:
-        if address in decided:
-            counts[decided[address]] = counts.get(decided[address], 0) + 1
+        if written(address) in decided:
+            counts[decided[written(address)]] += 1
     fresh = not (args.output and os.path.exists(args.output) and os.path.getsize(args.output))
     progress = Progress(len(todo), sys.stderr.isatty())
     width = max((len(printable(address)) for address in todo), default=5)
@@ -1563,9 +1616,9 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
 
 def main(argv: list[str] | None = None) -> int:
     load_dotenv(find_dotenv(usecwd=True))  # the .env of the directory the user is in
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         options = options_from(args)
         addresses = read_addresses(args.addresses, args.file)
         return asyncio.run(run(args, options, addresses))
@@ -1573,7 +1626,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mail_checker.py: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        kept = f"; finished results are in {args.output}" if args.output else ""
+        kept = f"; finished results are in {args.output}" if args and args.output else ""
         print(f"\nmail_checker.py: interrupted{kept}.", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -115,13 +115,29 @@ def test_second_transaction_in_a_session_starts_with_rset(
 def test_recipient_limit_per_transaction_continues_after_rset_in_the_same_session(
     start_mx: StartMx, check: RunCli
 ) -> None:
+    # Without PIPELINING the QUIT never rides with a batch, so the session that met the limit
+    # is still open to take the rest in a second transaction.
     peer = start_mx(
-        "example.test", MX1, mailboxes={"alice", "bob", "carol", "dave"}, max_rcpt_per_transaction=2
+        "example.test",
+        MX1,
+        mailboxes={"alice", "bob", "carol", "dave"},
+        max_rcpt_per_transaction=2,
+        pipelining=False,
     )
     run = check(*(f"{name}@example.test" for name in ("alice", "bob", "carol", "dave")))
     assert set(run.outcomes.values()) == {("valid", "accepted")}
     assert peer.connections == 1
     assert "RSET" in verbs(peer.sessions[0])
+
+
+def test_recipient_limit_per_transaction_with_pipelining_loses_no_address(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    # A pipelined batch that carries QUIT ends its session, so the rest go to a new one.
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    start_mx("example.test", MX1, mailboxes=set(names), max_rcpt_per_transaction=2)
+    run = check(*(f"{name}@example.test" for name in names))
+    assert run.outcomes == {f"{name}@example.test": ("valid", "accepted") for name in names}
 
 
 def test_recipient_limit_per_session_loses_no_address(start_mx: StartMx, check: RunCli) -> None:
