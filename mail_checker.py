@@ -215,6 +215,7 @@ def check_local_part(local: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4096)  # a big list repeats its domains; IDNA is slow to redo
 def to_ascii_domain(domain: str) -> str:
     """Case-folded A-label form of the domain: RFC 5321 LDH labels, IDNA 2008 with UTS 46."""
     if domain.startswith("["):
