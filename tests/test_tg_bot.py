@@ -33,7 +33,7 @@ from telegram_stand_in import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tg_bot.py"
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # tg_bot.py is a script at the top level, not a package
 import tg_bot  # noqa: E402
 
 TOKEN = "7012345678:AAH3kx-Stand_In_Secret_Value_1234567"
