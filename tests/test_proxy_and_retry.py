@@ -238,6 +238,8 @@ def test_retry_temp_checks_greylisted_addresses_again_and_reports_them_once(
     rows = [json.loads(line) for line in lines]
     assert sorted(row["email"] for row in rows) == ["alice@example.test", "bob@example.test"]
     assert {row["reason"] for row in rows} == {"accepted"}
+    # The catch-all probe is the same address in both passes, so it too got through.
+    assert all("refuses made-up addresses" in row["detail"] for row in rows)
     assert result.returncode == 0
     rcpts = [line for line in peer.all_commands() if line.startswith("RCPT TO:<alice")]
     assert len(rcpts) == 2  # deferred once, accepted on the second pass
