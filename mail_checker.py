@@ -988,13 +988,21 @@ class DomainCheck:
 
     async def session_loop(self) -> None:
         while self.has_work():
+            # The first batch is claimed before connecting, so that no session is opened for
+            # work that another session has taken meanwhile.
+            room = min(self.session_cap, self.transaction_cap)
+            batch = self.take_batch(self.batch_size(room, self.error_budget))
+            if not batch:
+                return
             try:
                 client, gate, mx = await self.connect()
             except HostTrouble as trouble:
+                for item in reversed(batch):
+                    self.requeue(item, trouble.detail, "", charged=False)
                 self.give_up(trouble)
                 return
             try:
-                if not await self.converse(client, mx):
+                if not await self.converse(client, mx, batch):
                     await client.quit()
             except SmtpDropped:
                 pass  # what was in flight is back in the queue; the loop reconnects
@@ -1092,7 +1100,7 @@ class DomainCheck:
         detail = f"{label} refused the session at {stage}: {reply.message}"
         raise HostTrouble(reason, detail, reply, retry_later=too_many)
 
-    async def converse(self, client: SmtpClient, mx: str) -> bool:
+    async def converse(self, client: SmtpClient, mx: str, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
 
         Returns whether QUIT has been said: it rides with the batch that fills the session.
@@ -1101,11 +1109,7 @@ class DomainCheck:
         """
         sent = errors = 0
         first = True
-        while errors < self.error_budget and sent < self.session_cap:
-            room = min(self.session_cap - sent, self.transaction_cap)
-            batch = self.take_batch(self.batch_size(room, self.error_budget - errors))
-            if not batch:
-                return False
+        while batch:
             last = sent + len(batch) >= self.session_cap or not self.has_work()
             outcome = await self.transaction(client, mx, batch, reset=not first, quit=last)
             first = False
@@ -1124,6 +1128,10 @@ class DomainCheck:
                 raise SmtpDropped(f"{mx} closed the session")
             if outcome.quit_sent:
                 return True
+            if errors >= self.error_budget or sent >= self.session_cap:
+                return False
+            room = min(self.session_cap - sent, self.transaction_cap)
+            batch = self.take_batch(self.batch_size(room, self.error_budget - errors))
         return False
 
     async def transaction(
