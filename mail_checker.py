@@ -119,7 +119,7 @@ class UsageError(Exception):
     """A mistake in the command line or its input: printed as one line, exit status 2."""
 
 
-class Level(str, enum.Enum):
+class Level(enum.StrEnum):
     SYNTAX = "syntax"
     DNS = "dns"
     SMTP = "smtp"
