@@ -1467,15 +1467,16 @@ class Progress:
         if self.enabled:
             print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
 
-    def step(self) -> None:
-        self.done += 1
+    def step(self, done: int = 1) -> None:
+        """Count finished addresses (none: just show the line), redrawn at most 5 times a second."""
+        self.done += done
         now = time.monotonic()
-        if now - self.shown < 0.2 and self.done < self.total:
+        if now - self.shown < 0.2 and 0 < self.done < self.total:
             return
         self.shown = now
         rate = self.done / max(now - self.started, 1e-6)
-        eta = (self.total - self.done) / rate if rate else 0
-        self.say(f"{self.done}/{self.total}  {rate:.1f}/s  ETA {eta:.0f} s")
+        eta = f"{(self.total - self.done) / rate:.0f} s" if rate else "-"
+        self.say(f"{self.done}/{self.total}  {rate:.1f}/s  ETA {eta}")
 
     def clear(self) -> None:
         self.say("")
@@ -1606,6 +1607,7 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
             progress.step()
 
         try:
+            progress.step(0)
             deferred = []
             async for verdict in check_addresses(todo, options):
                 if args.retry_temp is not None and verdict.reason == "temp_failure":
