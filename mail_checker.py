@@ -47,7 +47,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import idna
-from dotenv import find_dotenv, load_dotenv
+from dotenv import load_dotenv
 
 # --- Limits, each from the RFC that sets it --------------------------------------------------
 
@@ -153,11 +153,12 @@ class Options:
     dns_servers: list[tuple[str, int]] = field(default_factory=list)  # empty: the system's
     smtp_port: int = DEFAULT_SMTP_PORT
     mail_from: str = ""  # empty: the null reverse-path <>
-    helo: str = field(default_factory=socket.getfqdn)
+    helo: str = ""  # empty: this host's fully qualified name, looked up at the first session
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
     host_connections: int = DEFAULT_HOST_CONNECTIONS
-    proxy: str | None = None  # socks5://[user:password@]host:port
+    # socks5://[user:password@]host:port; left out of repr() so that logs never show the password
+    proxy: str | None = field(default=None, repr=False)
     probe_seed: str = field(default_factory=lambda: secrets.token_hex(16))  # catch-all probes
     log: Callable[[str], None] | None = None  # receives the DNS answers and SMTP dialogue
 
@@ -422,7 +423,7 @@ def dns_failure(error: BaseException) -> tuple[str, str, str]:
     if isinstance(error, dns.exception.Timeout):
         why = "the DNS query timed out"
     elif isinstance(error, dns.resolver.NoNameservers):
-        why = "the DNS server failed to answer (SERVFAIL)"
+        why = "no DNS server gave a usable answer (SERVFAIL, or the query was refused)"
     elif isinstance(error, dns.resolver.NoResolverConfiguration):
         why = "no DNS resolver is configured on this machine"
     else:
@@ -485,7 +486,6 @@ class SmtpClient:
         self.reader, self.writer, self.host = reader, writer, host
         self.timeout, self.log = timeout, log
         self.extensions: set[str] = set()
-        self.commands_sent = 0
         self.said_goodbye = False  # the server answered QUIT
 
     async def read_reply(self) -> Reply:
@@ -520,7 +520,6 @@ class SmtpClient:
             if self.log:
                 self.log(f"smtp: {self.host} > {command}")
         self.writer.write("".join(f"{c}\r\n" for c in commands).encode())
-        self.commands_sent += len(commands)
         try:
             async with asyncio.timeout(self.timeout):
                 await self.writer.drain()
@@ -600,18 +599,22 @@ class Proxy:
 
 
 def parse_proxy(url: str) -> Proxy:
-    parts = urllib.parse.urlsplit(url)
+    """socks5://[user:password@]host:port; the message of a bad one never shows the password."""
+    usage = UsageError(
+        "--proxy must look like socks5://[user:password@]host:port, with a user and password "
+        "of at most 255 bytes each and %-escapes for any /, @ or : in them."
+    )
     try:
+        parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError:
-        port = None
-    if parts.scheme not in ("socks5", "socks5h") or not parts.hostname or port is None:
-        raise UsageError(
-            "--proxy must look like socks5://[user:password@]host:port "
-            f"(got {parts.scheme or 'no'} scheme)."
-        )
+        raise usage from None
+    if parts.scheme != "socks5" or not parts.hostname or port is None or parts.path:
+        raise usage
     username = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password else None
+    if any(len(part.encode()) > 255 for part in (username or "", password or "")):
+        raise usage  # RFC 1929 gives each one length octet
     return Proxy(parts.hostname, port, username, password)
 
 
@@ -816,10 +819,16 @@ class HostTrouble(Exception):
     """A host could not be used; the verdict it would give if no other host does better."""
 
     def __init__(
-        self, reason: str, detail: str, reply: Reply | None = None, retry_later: bool = False
+        self,
+        reason: str,
+        detail: str,
+        reply: Reply | None = None,
+        retry_later: bool = False,
+        mx: str = "",  # the host that answered, when one did
     ) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.reply, self.retry_later = reason, detail, reply, retry_later
+        self.mx = mx
 
 
 @dataclass
@@ -926,12 +935,15 @@ class DomainCheck:
             self.decide(item, RCPT, reply, mx)
 
     def settle_probe(self, reply: Reply | None) -> None:
-        status = classify(RCPT, reply)[0] if reply else "unknown"
-        if status == "unknown" and self.probe and self.probe.attempts + 1 < MAX_ATTEMPTS:
+        """Any 2xx for the made-up address means catch-all, any 5xx that it is not (the
+        server refuses some addresses); a 4xx or no answer leaves it unknown."""
+        code = reply.code if reply else None
+        conclusive = code is not None and not 400 <= code < 500
+        if not conclusive and self.probe and self.probe.attempts + 1 < MAX_ATTEMPTS:
             self.probe.attempts += 1
             self.probe_queued = True  # ask once more in the next batch
             return
-        self.catch_all = {"valid": True, "invalid": False}.get(status)
+        self.catch_all = code < 400 if code is not None and conclusive else None
         self.probe = None
         self.probe_queued = False
         held, self.held = self.held, []
@@ -944,7 +956,12 @@ class DomainCheck:
         if reason == "accepted" and self.catch_all:
             status, reason, detail = "risky", "catch_all", DETAILS["catch_all"]
         elif reason == "accepted" and self.catch_all is None:
-            detail = "The server accepted the mailbox; whether it accepts any address is unknown."
+            # The contract's "accepted" needs a domain shown not to be catch-all.
+            status, reason = "unknown", "temp_failure"
+            detail = (
+                "The server accepted the mailbox but deferred the test with a made-up address, "
+                "so whether it accepts any address is unknown: try later."
+            )
         self.finish(item, status, reason, detail, mx, reply)
 
     def finish(
@@ -974,7 +991,7 @@ class DomainCheck:
         leftovers, self.queue = list(self.queue), deque()
         self.probe_queued = False
         for item in leftovers:
-            self.finish(item, "unknown", trouble.reason, trouble.detail, "", trouble.reply)
+            self.finish(item, "unknown", trouble.reason, trouble.detail, trouble.mx, trouble.reply)
 
     # -- sessions --
 
@@ -1008,7 +1025,6 @@ class DomainCheck:
                 pass  # what was in flight is back in the queue; the loop reconnects
             finally:
                 await client.close()
-                self.checker.counters.commands += client.commands_sent
                 await gate.release()
 
     async def connect(self) -> tuple[SmtpClient, HostGate, str]:
@@ -1056,8 +1072,8 @@ class DomainCheck:
         options = self.options
         label = f"{name}[{ip}]"
         try:
-            if options.proxy:
-                opening = socks5_connect(parse_proxy(options.proxy), ip, options.smtp_port)
+            if self.checker.proxy:
+                opening = socks5_connect(self.checker.proxy, ip, options.smtp_port)
             else:
                 opening = asyncio.open_connection(ip, options.smtp_port)
             async with asyncio.timeout(options.timeout):
@@ -1068,19 +1084,19 @@ class DomainCheck:
         except OSError as error:
             why = str(error) if isinstance(error, ProxyError) else error.strerror or repr(error)
             raise HostTrouble("unreachable", f"{label}: {why}.") from None
-        self.checker.counters.connections += 1
         client = SmtpClient(reader, writer, label, options.timeout, options.log)
         try:
-            self.check_opening(GREETING, await client.read_reply(), label, gate)
-            self.check_opening(HELLO, await client.hello(options.helo), label, gate)
+            self.check_opening(GREETING, await client.read_reply(), name, label, gate)
+            helo = await self.checker.helo_name()
+            self.check_opening(HELLO, await client.hello(helo), name, label, gate)
             if (
                 "STARTTLS" in client.extensions
                 and (await client.starttls()).code == ReplyCode.SERVICE_READY
             ):
-                self.check_opening(HELLO, await client.hello(options.helo), label, gate)
-        except SmtpDropped as error:
+                self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+        except SmtpDropped as error:  # its message names the host already
             await client.close()
-            raise HostTrouble("unreachable", f"{label}: {error}.") from None
+            raise HostTrouble("unreachable", f"{error}.") from None
         except HostTrouble:
             await client.quit()
             await client.close()
@@ -1088,7 +1104,7 @@ class DomainCheck:
         return client
 
     @staticmethod
-    def check_opening(stage: str, reply: Reply, label: str, gate: HostGate) -> None:
+    def check_opening(stage: str, reply: Reply, name: str, label: str, gate: HostGate) -> None:
         if reply.code < 400:
             return
         too_many = reply.code == ReplyCode.SERVICE_NOT_AVAILABLE and bool(
@@ -1098,7 +1114,7 @@ class DomainCheck:
             gate.shrink()
         _, reason = classify(stage, reply)
         detail = f"{label} refused the session at {stage}: {reply.message}"
-        raise HostTrouble(reason, detail, reply, retry_later=too_many)
+        raise HostTrouble(reason, detail, reply, retry_later=too_many, mx=name)
 
     async def converse(self, client: SmtpClient, mx: str, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
@@ -1204,15 +1220,7 @@ class DomainCheck:
         for item in batch:
             if item is not self.probe:  # the probe stays unsettled: catch-all is unknown
                 self.decide(item, MAIL, mail_reply, mx)
-        self.give_up(HostTrouble("blocked", DETAILS["blocked"], mail_reply))
-
-
-@dataclass
-class Counters:
-    """What a run cost the network, for the benchmark and the curious."""
-
-    connections: int = 0
-    commands: int = 0
+        self.give_up(HostTrouble("blocked", DETAILS["blocked"], mail_reply, mx=mx))
 
 
 class Checker:
@@ -1222,7 +1230,15 @@ class Checker:
         self.options = options
         self.dns = Dns(options)
         self.gates: dict[str, HostGate] = {}
-        self.counters = Counters()
+        self.helo = ""
+        self.proxy = parse_proxy(options.proxy) if options.proxy else None
+
+    async def helo_name(self) -> str:
+        """The EHLO name: the option, else this host's name, asked once and only for SMTP
+        (looking it up may itself query DNS)."""
+        if not self.helo:
+            self.helo = self.options.helo or await asyncio.to_thread(socket.getfqdn)
+        return self.helo
 
     def gate_for(self, ip: str) -> HostGate:
         if ip not in self.gates:
@@ -1250,18 +1266,13 @@ class Checker:
             await DomainCheck(self, domain, addresses, route.hosts, emit).run()
 
 
-async def check_addresses(
-    addresses: Iterable[str], options: Options, counters: Counters | None = None
-) -> AsyncIterator[Verdict]:
+async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIterator[Verdict]:
     """Check addresses and yield one Verdict per distinct address, in the order decided.
 
     Syntax verdicts come at once; then domains are worked on `options.concurrency` at a
-    time, the largest first since they need the most round trips. `counters`, when given,
-    is filled with the connections opened and SMTP commands sent.
+    time, the largest first since they need the most round trips.
     """
     checker = Checker(options)
-    if counters is not None:
-        checker.counters = counters
     by_domain: dict[str, list[Address]] = {}
     for text in dict.fromkeys(addresses):
         try:
@@ -1304,6 +1315,8 @@ def read_text(path: str) -> str:
     """A whole input file (or stdin for "-") as text; UTF-8, with or without a BOM."""
     try:
         if path == "-":
+            if sys.stdin is None:
+                raise UsageError("standard input is closed: nothing to read for -.")
             data = sys.stdin.buffer.read()
         else:
             with open(path, "rb") as file:
@@ -1322,15 +1335,15 @@ def addresses_in(text: str, name: str) -> Iterator[str]:
     """One address per line (blank lines and # comments skipped), or a CSV file with a
     header row whose "email" column holds them."""
     lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), "")
-    if "," not in first and ";" not in first and "\t" not in first:
+    first = next((line for line in lines if line.strip() and not line.startswith("#")), "")
+    if first.strip().lower() != "email" and not any(sep in first for sep in ",;\t"):
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
                 yield line
         return
-    dialect = csv.Sniffer().sniff(first, delimiters=",;\t")
-    rows = csv.reader(io.StringIO(text), dialect)
+    delimiter = next((sep for sep in ",;\t" if sep in first), ",")
+    rows = csv.reader(lines[lines.index(first) :], delimiter=delimiter)
     header = [column.strip().lower() for column in next(rows)]
     if "email" not in header:
         raise UsageError(
@@ -1353,12 +1366,12 @@ def read_addresses(arguments: list[str], path: str | None) -> list[str]:
             found.append(argument)
     if path:
         found += addresses_in(read_text(path), path)
-    if not arguments and not path:
+    if not arguments and not path and sys.stdin is not None:
         if not sys.stdin.isatty():
             found += addresses_in(read_text("-"), "standard input")
         else:
             with contextlib.suppress(EOFError):
-                found.append(input("Email address to check: ").strip())
+                found += filter(None, [input("Email address to check: ").strip()])
     if not found:
         raise UsageError(
             "no addresses to check: give them as arguments, with -f FILE, or on stdin."
@@ -1428,9 +1441,14 @@ TABLE_ROW = re.compile(rf"^(?P<email>.*?) {{2,}}(?P<status>{'|'.join(STATUSES)})
 def already_decided(path: str, style: str) -> dict[str, str]:
     """Addresses (as the format writes them) and statuses an earlier run wrote to the -o
     file, so that the run resumes after them."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):  # new, or a device such as /dev/stdout: nothing to resume
         return {}
     text = read_text(path)
+    if style == "table" and text.strip() and not text.startswith("EMAIL "):
+        raise UsageError(
+            f"{path} was not written as --format table: use the format of the run that "
+            "wrote it, or another file."
+        )
     decided: dict[str, str] = {}
     try:
         if style == "json":
@@ -1542,11 +1560,11 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> Options:
     """Options from the command line and the environment, each checked before any work."""
     for name in ("timeout", "concurrency", "host_connections"):
-        if getattr(args, name) <= 0:
+        if not getattr(args, name) > 0:  # "not >" also refuses nan
             raise UsageError(f"--{name.replace('_', '-')} must be greater than 0.")
     if not 0 < args.smtp_port < 65536:
         raise UsageError("--smtp-port must be between 1 and 65535.")
-    if args.retry_temp is not None and args.retry_temp < 0:
+    if args.retry_temp is not None and not args.retry_temp >= 0:
         raise UsageError("--retry-temp must be 0 or more seconds.")
     dns_servers = []
     for server in args.dns_server:
@@ -1562,7 +1580,7 @@ def options_from(args: argparse.Namespace) -> Options:
             raise UsageError(f"--mail-from {mail_from!r}: {error}") from None
     else:
         mail_from = ""
-    helo = args.helo or os.environ.get("HELO_HOST") or socket.getfqdn()
+    helo = args.helo or os.environ.get("HELO_HOST") or ""
     proxy = args.proxy or os.environ.get("SMTP_PROXY") or None
     if proxy:
         parse_proxy(proxy)
@@ -1571,7 +1589,7 @@ def options_from(args: argparse.Namespace) -> Options:
         dns_servers=dns_servers,
         smtp_port=args.smtp_port,
         mail_from=mail_from,
-        helo=check_helo_name(helo),
+        helo=check_helo_name(helo) if helo else "",
         timeout=args.timeout,
         concurrency=args.concurrency,
         host_connections=args.host_connections,
@@ -1593,11 +1611,14 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
     progress = Progress(len(todo), sys.stderr.isatty())
     width = max((len(printable(address)) for address in todo), default=5)
     with contextlib.ExitStack() as closing:
-        stream = (
-            closing.enter_context(open(args.output, "a", encoding="utf-8"))
-            if args.output
-            else sys.stdout
-        )
+        try:
+            stream = (
+                closing.enter_context(open(args.output, "a", encoding="utf-8"))
+                if args.output
+                else sys.stdout
+            )
+        except OSError as error:
+            raise UsageError(f"cannot write {args.output}: {error.strerror or error}") from None
         writer = ResultWriter(stream, args.format, width, fresh)
 
         def deliver(verdict: Verdict) -> None:
@@ -1635,9 +1656,12 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_dotenv(find_dotenv(usecwd=True))  # the .env of the directory the user is in
     args = None
     try:
+        try:
+            load_dotenv(".env")  # the .env of the current directory; the environment wins
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read .env: {error}") from None
         args = build_parser().parse_args(argv)
         options = options_from(args)
         addresses = read_addresses(args.addresses, args.file)
@@ -1649,6 +1673,11 @@ def main(argv: list[str] | None = None) -> int:
         kept = f"; finished results are in {args.output}" if args and args.output else ""
         print(f"\nmail_checker.py: interrupted{kept}.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read the results stopped early (| head). As Python's documentation advises,
+        # stdout goes to /dev/null so that the interpreter's last flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_NOT_VALID
 
 
 if __name__ == "__main__":

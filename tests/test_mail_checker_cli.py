@@ -57,6 +57,56 @@ def test_csv_file_gives_its_email_column(run_cli: RunCli, tmp_path: Path) -> Non
     assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
 
 
+def test_one_column_csv_with_an_email_header_is_read_as_csv(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    (tmp_path / "export.csv").write_text("email\na@example.test\n")
+    run = run_cli("--level", "syntax", "--format", "json", "-f", "export.csv")
+    assert run.outcomes == {"a@example.test": ("valid", "syntax_ok")}
+
+
+def test_comment_lines_before_a_csv_header_are_skipped(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text("# sign-ups, March\nemail;name\na@example.test;A\n")
+    run = run_cli("--level", "syntax", "--format", "json", "-f", "export.csv")
+    assert run.outcomes == {"a@example.test": ("valid", "syntax_ok")}
+
+
+def test_output_file_in_a_missing_directory_is_a_one_line_error(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "-o", "no/such/dir/out.jsonl", "a@example.test")
+    assert run.exit_status == 2
+    assert_one_line_error(run.stderr)
+
+
+def test_table_resume_refuses_a_file_written_in_another_format(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    run_cli("--level", "syntax", "--format", "json", "-o", "out.txt", "a@example.test")
+    run = run_cli("--level", "syntax", "-o", "out.txt", "a@example.test", "b@example.test")
+    assert run.exit_status == 2
+    assert_one_line_error(run.stderr)
+    assert len((tmp_path / "out.txt").read_text().splitlines()) == 1
+
+
+def test_reader_that_stops_early_gets_no_traceback(checker_script: Path, tmp_path: Path) -> None:
+    addresses = [f"user{index}@example.test" for index in range(2000)]
+    process = subprocess.Popen(
+        [sys.executable, str(checker_script), "--level", "syntax", "--format", "json", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=checker_environment(),
+    )
+    assert process.stdin and process.stdout and process.stderr
+    process.stdin.write("\n".join(addresses).encode())
+    process.stdin.close()
+    process.stdout.readline()
+    process.stdout.close()  # like | head -1
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 1
+    assert "Traceback" not in stderr
+
+
 def test_csv_without_email_column_is_a_one_line_input_error(
     run_cli: RunCli, tmp_path: Path
 ) -> None:

@@ -130,6 +130,31 @@ def test_554_greeting_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> No
     start_mx("example.test", MX1, greeting_refusal="554 5.7.1 No SMTP service for you")
     run = check("alice@example.test")
     assert run.outcomes == {"alice@example.test": ("unknown", "blocked")}
+    assert run.by_email["alice@example.test"]["mx"] == "mx.example.test"  # it did answer
+
+
+def test_acceptance_is_not_valid_while_the_catch_all_test_is_deferred(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    # Only alice exists; every other address, the made-up probe among them, is deferred.
+    start_mx("example.test", MX1, mailboxes={"alice"}, unknown_user_reply="450 4.7.1 Try later")
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
+        "unknown",
+        "temp_failure",
+        250,
+    )
+    assert run.exit_status == 1
+
+
+def test_any_permanent_refusal_of_the_probe_shows_the_domain_is_not_catch_all(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    policy = "550 5.7.1 Recipient refused by local policy"
+    start_mx("example.test", MX1, mailboxes={"alice"}, unknown_user_reply=policy)
+    run = check("alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
 
 
 def test_spamhaus_refusal_at_rcpt_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> None:
