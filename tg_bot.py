@@ -266,13 +266,15 @@ def read_text(source: str) -> str:
     """The message text from a file, or from stdin for '-', as UTF-8 whatever the locale."""
     name = "stdin" if source == "-" else source
     try:
+        if source == "-" and sys.stdin is None:
+            raise UsageError("stdin is closed: nothing to send")
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{source}: no such file (give a FILE, or - to read stdin)") from None
     except OSError as error:
         raise UsageError(f"{name} cannot be read ({error.strerror})") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark from a Windows editor is not text
     except UnicodeDecodeError as error:
         raise UsageError(
             f"{name} is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})"

@@ -765,6 +765,13 @@ def test_text_that_is_not_utf8_is_a_usage_error(cli, stand_in, workdir):
     assert stand_in.received == []
 
 
+def test_byte_order_mark_is_not_sent_as_text(cli, stand_in, workdir):
+    (workdir / "message.txt").write_bytes("\ufeffalert".encode())
+    result = cli()
+    assert result.status == 0
+    assert [sent.text for sent in stand_in.received] == ["alert"]
+
+
 @pytest.mark.parametrize("name", ["API_TOKEN", "USER_ID"])
 def test_missing_setting_names_the_variable_and_env_example(
     cli, stand_in, workdir, monkeypatch, name
