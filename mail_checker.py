@@ -319,6 +319,9 @@ class MailRoute:
     failure: tuple[str, str, str] | None = None  # (status, reason, detail)
 
 
+NO_DOMAIN = ("invalid", "no_domain", "The domain does not exist.")
+
+
 class Dns:
     """One resolver for the run; every name is asked once, however many domains need it."""
 
@@ -370,7 +373,7 @@ class Dns:
         try:
             records = await self.lookup(domain, "MX")
         except dns.resolver.NXDOMAIN:
-            return MailRoute(failure=("invalid", "no_domain", "The domain does not exist."))
+            return MailRoute(failure=NO_DOMAIN)
         except dns.exception.DNSException as error:
             return MailRoute(failure=dns_failure(error))
         mx = sorted(
@@ -409,7 +412,7 @@ class Dns:
         try:
             addresses = await self.host_addresses(domain)
         except dns.resolver.NXDOMAIN:
-            return MailRoute(failure=("invalid", "no_domain", "The domain does not exist."))
+            return MailRoute(failure=NO_DOMAIN)
         except dns.exception.DNSException as error:
             return MailRoute(failure=dns_failure(error))
         if not addresses:
@@ -1181,7 +1184,6 @@ class DomainCheck:
                     async for _ in replies:  # the pipelined RCPTs still get (503) replies
                         pass
                     outcome.quit_sent = pipelined
-                unanswered = []
                 self.refused_at_mail(mail_reply, batch, mx)
                 return outcome
             for item in batch:
@@ -1196,7 +1198,6 @@ class DomainCheck:
                 if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
                     outcome.closing = True
                     self.requeue_unanswered([item, *unanswered], f"{mx} closed the session", mx)
-                    unanswered = []
                     return outcome
                 self.record(item, reply, mx)
             if pipelined:
@@ -1205,7 +1206,6 @@ class DomainCheck:
             return outcome
         except SmtpDropped as error:
             self.requeue_unanswered(unanswered, str(error), mx)
-            unanswered = []
             raise
         finally:
             await replies.aclose()
@@ -1230,7 +1230,10 @@ class Checker:
         self.options = options
         self.dns = Dns(options)
         self.gates: dict[str, HostGate] = {}
-        self.helo = ""
+        # Whatever reaches the wire is checked here too, for callers that skip the command line.
+        self.helo = check_helo_name(options.helo) if options.helo else ""
+        if options.mail_from:
+            parse_address(options.mail_from)
         self.proxy = parse_proxy(options.proxy) if options.proxy else None
 
     async def helo_name(self) -> str:
