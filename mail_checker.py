@@ -115,7 +115,7 @@ FREE_PROVIDER_DOMAINS = frozenset(
 # --- Types --------------------------------------------------------------------------------
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A mistake in the command line or its input: printed as one line, exit status 2."""
 
 
