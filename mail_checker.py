@@ -718,26 +718,40 @@ RECIPIENT_WORDS = re.compile(
 
 @dataclass(frozen=True)
 class Rule:
-    stages: str  # the dialogue stages it applies to
-    code: str  # regex over the three-digit reply code
-    enhanced: str | None  # regex over the RFC 3463 enhanced code, when the row needs one
-    words: re.Pattern[str] | None  # regex over the reply text, when the row needs one
+    stages: frozenset[str]  # the dialogue stages it applies to
+    code: re.Pattern[str]  # over the three-digit reply code
+    enhanced: re.Pattern[str] | None  # over the RFC 3463 enhanced code, when the row needs one
+    words: re.Pattern[str] | None  # over the reply text, when the row needs one
     status: str
     reason: str
+
+    @classmethod
+    def row(
+        cls,
+        stages: str,
+        code: str,
+        enhanced: str | None,
+        words: re.Pattern[str] | None,
+        status: str,
+        reason: str,
+    ) -> Rule:
+        """A row as the table writes it, compiled once."""
+        compiled = re.compile(enhanced) if enhanced else None
+        return cls(frozenset(stages.split()), re.compile(code), compiled, words, status, reason)
 
     def matches(self, stage: str, reply: Reply) -> bool:
         enhanced = reply.enhanced
         return (
-            stage in self.stages.split()
-            and re.fullmatch(self.code, str(reply.code)) is not None
-            and (self.enhanced is None or bool(enhanced and re.fullmatch(self.enhanced, enhanced)))
+            stage in self.stages
+            and self.code.fullmatch(str(reply.code)) is not None
+            and (self.enhanced is None or bool(enhanced and self.enhanced.fullmatch(enhanced)))
             and (self.words is None or self.words.search(reply.text) is not None)
         )
 
 
 ANY_STAGE_BEFORE_RCPT = f"{GREETING} {HELLO} {MAIL}"
 # fmt: off
-VERDICT_RULES = tuple(Rule(*row) for row in (
+VERDICT_RULES = tuple(Rule.row(*row) for row in (
     # stages                code      enhanced      words            status     reason
     (ANY_STAGE_BEFORE_RCPT, r"4..",   None,         None,            "unknown", "temp_failure"),
     (ANY_STAGE_BEFORE_RCPT, r"5..",   None,         None,            "unknown", "blocked"),
