@@ -43,6 +43,7 @@ from cryptography.x509.oid import NameOID
 DNS_TTL = 300
 # RFC 1035 4.2.1: a UDP answer to a query without EDNS holds at most 512 octets.
 UDP_PAYLOAD_WITHOUT_EDNS = 512
+TCP_MESSAGE_MAX = 65535  # RFC 1035 4.2.2: a two-octet length prefix
 
 ACCEPTED_MAIL_REPLY = "250 2.1.0 Ok"
 ACCEPTED_RCPT_REPLY = "250 2.1.5 Ok"
@@ -305,7 +306,8 @@ class DnsResponder(_LoopbackService):
                 length = int.from_bytes(await reader.readexactly(2), "big")
                 response = self._respond(await reader.readexactly(length), "tcp")
                 if response is not None:
-                    writer.write(response.to_wire(prepend_length=True))
+                    # The EDNS payload size bounds UDP answers only (RFC 6891 6.2.5).
+                    writer.write(response.to_wire(max_size=TCP_MESSAGE_MAX, prepend_length=True))
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import RunCli, StartMx, rcpt_addresses
-from peers import DnsResponder
+from peers import DnsResponder, PeerNetwork
 
 MX1, MX2, MX3 = "127.0.2.1", "127.0.2.2", "127.0.2.3"
 NOTHING_LISTENS = "127.0.2.12"  # in the test port's range, but no peer is started there
@@ -296,6 +296,39 @@ def test_second_dns_server_is_asked_when_the_first_does_not_answer(
         deadline=15,
     )
     assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
+
+
+def test_second_dns_server_is_asked_when_the_first_answers_servfail(
+    start_mx: StartMx,
+    dns_responder: DnsResponder,
+    peer_network: PeerNetwork,
+    run_cli: RunCli,
+    mx_port: int,
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    with DnsResponder(address="127.0.3.1", network=peer_network) as failing:
+        failing.servfail("example.test")
+        failing.servfail("mx.example.test")
+        run = run_cli(
+            *("--dns-server", failing.server_arg, "--dns-server", dns_responder.server_arg),
+            *("--smtp-port", str(mx_port), "--helo", "checker.example.net"),
+            *("--format", "json", "alice@example.test"),
+        )
+        assert failing.query_count("example.test", "MX") == 1
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
+
+
+def test_mx_list_too_long_for_udp_is_asked_again_over_tcp(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx(None, MX1, "mx00.example.test", mailboxes={"alice"})
+    exchanges = [(10 + index, f"mx{index:02d}.example.test") for index in range(80)]
+    dns_responder.add_mx("example.test", exchanges)
+    run = check("alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx00.example.test")
+    transports = [query.transport for query in dns_responder.queries if query.rdtype == "MX"]
+    assert transports == ["udp", "tcp"]
 
 
 def test_mx_is_looked_up_once_per_domain_for_many_addresses(
