@@ -1410,9 +1410,12 @@ class Checker:
         return self.gates[ip]
 
     async def check_domain(
-        self, domain: str, addresses: list[Address], emit: Callable[[Verdict], None]
+        self,
+        domain: str,
+        addresses: list[Address],
+        route: MailRoute,
+        emit: Callable[[Verdict], None],
     ) -> None:
-        route = await self.dns.mail_route(domain)
         if route.failure:
             status, reason, detail = route.failure
             for address in addresses:
@@ -1449,14 +1452,26 @@ async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIt
             yield Verdict(text, "valid", "syntax_ok", detail, flags=flags_for(address))
         else:
             by_domain.setdefault(address.domain, []).append(address)
-    jobs = iter(sorted(by_domain.items(), key=lambda job: -len(job[1])))
-    workers = min(options.concurrency, len(by_domain))
+    jobs = deque(sorted(by_domain.items(), key=lambda job: -len(job[1])))
+    workers = min(options.concurrency, len(jobs))
     del by_domain  # each job's list is released when its domain is done
     results: asyncio.Queue[Verdict | None] = asyncio.Queue()
+    # DNS runs up to `workers` domains ahead of SMTP: a worker that frees up finds its next
+    # domain's route known, and the lookups in flight stay bounded on any list.
+    routes: dict[str, asyncio.Future[MailRoute]] = {}
+    looked_up = 0  # jobs at the head of the queue whose lookups have started
 
     async def work() -> None:
-        for domain, domain_addresses in jobs:
-            await checker.check_domain(domain, domain_addresses, results.put_nowait)
+        nonlocal looked_up
+        while jobs:
+            while looked_up < min(len(jobs), workers):
+                ahead = jobs[looked_up][0]
+                routes[ahead] = asyncio.ensure_future(checker.dns.mail_route(ahead))
+                looked_up += 1
+            domain, domain_addresses = jobs.popleft()
+            looked_up -= 1
+            route = await routes.pop(domain)
+            await checker.check_domain(domain, domain_addresses, route, results.put_nowait)
 
     tasks = [asyncio.ensure_future(work()) for _ in range(workers)]
     all_done = asyncio.gather(*tasks)
@@ -1466,10 +1481,10 @@ async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIt
             yield verdict
         await all_done
     finally:
-        for task in tasks:
+        for task in [*tasks, *routes.values()]:
             task.cancel()
         with contextlib.suppress(BaseException):
-            await all_done
+            await asyncio.gather(all_done, *routes.values())
         checker.dns.close()
 
 
