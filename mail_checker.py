@@ -1837,6 +1837,38 @@ async def run(args: argparse.Namespace, options: Options, addresses: list[str]) 
     return EXIT_ALL_VALID if counts["valid"] == sum(counts.values()) else EXIT_SOME_NOT_VALID
 
 
+# Files open besides the SMTP sessions: standard streams, DNS sockets, the output file, the
+# event loop's own, with room to spare.
+RESERVED_FILES = 32
+
+
+def fit_open_file_limit(options: Options) -> None:
+    """Make room for --concurrency domains with --host-connections sessions each: raise the
+    soft open-file limit up to the hard one, and where even that is too low (macOS allows 256
+    by default), work on fewer domains at once, since a refused socket would turn into an
+    "unreachable" verdict."""
+    try:
+        import resource  # POSIX only; Windows has no such limit on sockets
+    except ImportError:
+        return
+    needed = options.concurrency * options.host_connections + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    if soft < needed:
+        fitting = max(1, (soft - RESERVED_FILES) // options.host_connections)
+        print(
+            f"mail_checker.py: the open-file limit ({soft}) leaves room for {fitting} domains "
+            f"at once, not {options.concurrency} (raise it with ulimit -n).",
+            file=sys.stderr,
+        )
+        options.concurrency = fitting
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
@@ -1847,6 +1879,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         options = options_from(args)
         addresses = read_addresses(args.addresses, args.file)
+        if options.level == Level.SMTP:
+            fit_open_file_limit(options)
         return asyncio.run(run(args, options, addresses))
     except UsageError as error:
         print(f"mail_checker.py: {error}", file=sys.stderr)

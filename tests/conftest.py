@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -140,7 +141,12 @@ def run_cli(checker_script: Path, tmp_path: Path) -> RunCli:
         stdin: str | bytes = "",
         env: dict[str, str] | None = None,
         deadline: float = 60,
+        open_file_limit: tuple[int, int] | None = None,  # (soft, hard) RLIMIT_NOFILE
     ) -> CheckerRun:
+        def limit_open_files() -> None:
+            if open_file_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_file_limit)
+
         process = subprocess.run(
             [sys.executable, str(checker_script), *arguments],
             input=stdin.encode() if isinstance(stdin, str) else stdin,
@@ -148,6 +154,7 @@ def run_cli(checker_script: Path, tmp_path: Path) -> RunCli:
             cwd=tmp_path,
             env=checker_environment(env),
             timeout=deadline,
+            preexec_fn=limit_open_files if open_file_limit else None,
         )
         return CheckerRun(
             process.returncode,

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import resource
 import signal
 import subprocess
 import sys
@@ -306,6 +307,38 @@ def test_verbose_shows_dns_answers_and_smtp_dialogue_on_stderr(
     assert "RCPT TO:<alice@example.test>" in run.stderr
     assert "250 2.1.5 Ok" in run.stderr
     assert [verdict["email"] for verdict in run.verdicts] == ["alice@example.test"]
+
+
+def test_low_open_file_limit_is_raised_to_what_the_sessions_need() -> None:
+    import mail_checker
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    options = mail_checker.Options(concurrency=10, host_connections=4)
+    needed = 10 * 4 + mail_checker.RESERVED_FILES
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed - 30, hard))
+        mail_checker.fit_open_file_limit(options)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (needed, hard)
+        assert options.concurrency == 10
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_open_file_limit_that_cannot_be_raised_lowers_the_concurrency(
+    start_mx: StartMx, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    start_mx("example.org", MX2, mailboxes={"bob"})
+    run = check(
+        *("--concurrency", "100", "--host-connections", "4"),
+        *("alice@example.test", "bob@example.org"),
+        open_file_limit=(48, 48),
+    )
+    assert run.outcomes == {
+        "alice@example.test": ("valid", "accepted"),
+        "bob@example.org": ("valid", "accepted"),
+    }
+    assert "the open-file limit (48) leaves room for 4 domains at once, not 100" in run.stderr
 
 
 def test_no_progress_output_when_stderr_is_not_a_terminal(start_mx: StartMx, check: RunCli) -> None:
