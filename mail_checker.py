@@ -635,30 +635,58 @@ class SmtpClient:
         self.timeout, self.log = timeout, log
         self.extensions: set[str] = set()
         self.said_goodbye = False  # the server answered QUIT
+        self.loop = asyncio.get_running_loop()
+        # Each wait for a reply is bounded by the timeout through one timer per connection
+        # (see _watch) rather than a timer per reply: a pipelined batch has dozens of them.
+        self.awaiting_reply = False
+        self.deadline = 0.0
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.timed_out = False
 
     async def read_reply(self) -> Reply:
         """One reply, its continuation lines ("250-...") joined (RFC 5321 4.2.1)."""
         lines: list[str] = []
+        self.deadline = self.loop.time() + self.timeout
+        self.awaiting_reply = True
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(self.deadline, self._watch)
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    raw = await self.reader.readline()
-                    if not raw.endswith(b"\n"):
-                        raise SmtpDropped(f"{self.host} closed the connection")
-                    line = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
-                    if self.log:
-                        self.log(f"smtp: {self.host} < {line}")
-                    if not REPLY_LINE.match(line):
-                        raise SmtpDropped(f"{self.host} sent a malformed reply: {line[:80]!r}")
-                    lines.append(line[4:])
-                    if line[3:4] != "-":
-                        reply = Reply(int(line[:3]), tuple(lines))
-                        self.said_goodbye = reply.code == ReplyCode.CLOSING
-                        return reply
-        except TimeoutError:
-            raise SmtpDropped(f"{self.host} did not answer within {self.timeout:g} s") from None
+            while True:
+                raw = await self.reader.readline()
+                if not raw.endswith(b"\n"):
+                    raise SmtpDropped(self.why_it_ended(f"{self.host} closed the connection"))
+                line = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
+                if self.log:
+                    self.log(f"smtp: {self.host} < {line}")
+                if not REPLY_LINE.match(line):
+                    raise SmtpDropped(f"{self.host} sent a malformed reply: {line[:80]!r}")
+                lines.append(line[4:])
+                if line[3:4] != "-":
+                    reply = Reply(int(line[:3]), tuple(lines))
+                    self.said_goodbye = reply.code == ReplyCode.CLOSING
+                    return reply
         except (ConnectionError, ValueError, ssl.SSLError) as error:
-            raise SmtpDropped(f"the connection to {self.host} failed: {error}") from None
+            why = f"the connection to {self.host} failed: {error}"
+            raise SmtpDropped(self.why_it_ended(why)) from None
+        finally:
+            self.awaiting_reply = False
+
+    def _watch(self) -> None:
+        """The timer: a wait that has reached its deadline hangs up, which ends the read;
+        a deadline that moved on since the timer was set (another reply came) sets it again."""
+        self.watchdog = None
+        if not self.awaiting_reply:
+            return  # the next read sets it again
+        if self.loop.time() < self.deadline:
+            self.watchdog = self.loop.call_at(self.deadline, self._watch)
+        else:
+            self.timed_out = True
+            self.writer.transport.abort()
+
+    def why_it_ended(self, otherwise: str) -> str:
+        if self.timed_out:
+            return f"{self.host} did not answer within {self.timeout:g} s"
+        return otherwise
 
     async def send(self, *commands: str) -> None:
         """Write commands in one go: one for lock-step, several when pipelining."""
@@ -725,6 +753,8 @@ class SmtpClient:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self.timeout):
                     await self.reader.read()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         self.writer.close()
 
 

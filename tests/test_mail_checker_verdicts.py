@@ -193,6 +193,7 @@ def test_mx_host_that_never_greets_is_unreachable_within_the_timeout(
     # The deadline is generous: only a checker that waits past its --timeout misses it.
     run = check("--timeout", "1", "alice@example.test", deadline=15)
     assert run.outcomes == {"alice@example.test": ("unknown", "unreachable")}
+    assert "did not answer within 1 s" in run.by_email["alice@example.test"]["detail"]
     assert peer.connections >= 1
 
 
