@@ -376,7 +376,7 @@ class DnsSocket(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, sender: tuple[str, int]) -> None:
         entry = self.waiting.get(int.from_bytes(data[:2], "big"))
-        if entry is None:
+        if entry is None or len(data) < QUERY_HEADER.size:
             return
         server, question, answered = entry
         # QR set and opcode QUERY; the question compared in any case, as servers may echo
@@ -390,7 +390,7 @@ class DnsSocket(asyncio.DatagramProtocol):
             return
         try:
             answered.set_result(dns.message.from_wire(data))
-        except (dns.exception.DNSException, ValueError):
+        except Exception:  # a malformed answer is ignored like a stray one: the query times out
             return
 
     def error_received(self, exc: Exception) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import dns.message
+import dns.rrset
 from conftest import RunCli, StartMx, rcpt_addresses
 from peers import DnsResponder, PeerNetwork
 
@@ -330,6 +334,39 @@ def test_mx_list_too_long_for_udp_is_asked_again_over_tcp(
     assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx00.example.test")
     transports = [query.transport for query in dns_responder.queries if query.rdtype == "MX"]
     assert transports == ["udp", "tcp"]
+
+
+def test_dns_answer_is_taken_only_from_the_server_asked_with_the_question_asked() -> None:
+    import mail_checker
+
+    server = ("127.0.3.1", 53)
+    query = dns.message.make_query("example.test", "MX")
+    question = query.to_wire()[12:]
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text("example.test.", 300, "IN", "MX", "10 mx.example.test.")
+    )
+    answer = response.to_wire()
+    other = dns.message.make_response(dns.message.make_query("example.org", "MX")).to_wire()
+
+    async def deliver(*datagrams: tuple[bytes, tuple[str, int]]) -> bool:
+        socket = mail_checker.DnsSocket()
+        answered = asyncio.get_running_loop().create_future()
+        socket.waiting[query.id] = (server, question.lower(), answered)
+        for data, sender in datagrams:
+            socket.datagram_received(data, sender)
+        return answered.done()
+
+    def run(*datagrams: tuple[bytes, tuple[str, int]]) -> bool:
+        return asyncio.run(deliver(*datagrams))
+
+    assert run((answer, server))
+    assert not run((answer, ("127.0.3.2", 53)))  # another host
+    assert not run((answer, ("127.0.3.1", 5353)))  # another port
+    assert not run((answer[:2] + other[2:], server))  # the id, but another question
+    assert not run((query.to_wire(), server))  # a query, not a response
+    assert not run((answer[:5], server), (answer[:-3], server))  # cut short
+    assert run((answer[:-3], server), (answer, server))  # a broken one, then the answer
 
 
 def test_mx_is_looked_up_once_per_domain_for_many_addresses(
