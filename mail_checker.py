@@ -330,8 +330,8 @@ EDNS_PAYLOAD = 1232
 # records, one additional record: EDNS's OPT pseudo-record (RFC 6891 6.1.2), root-owned.
 QUERY_HEADER = struct.Struct("!HHHHHH")
 RECURSION_DESIRED = 0x0100
-USABLE_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)  # others: ask another server
 OPT_RECORD = b"\x00" + struct.pack("!HHIH", dns.rdatatype.OPT, EDNS_PAYLOAD, 0, 0)
+USABLE_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)  # others: ask another server
 
 
 class NoSuchDomain(Exception):
@@ -362,31 +362,42 @@ def system_dns_servers() -> list[tuple[str, int]]:
     return servers
 
 
+def dns_query(query_id: int, question: bytes) -> bytes:
+    """A recursive query for one question, with EDNS's OPT record."""
+    return QUERY_HEADER.pack(query_id, RECURSION_DESIRED, 1, 0, 0, 1) + question + OPT_RECORD
+
+
+def answers(data: bytes, query_id: int, question: bytes) -> bool:
+    """Whether a message is the response to our query: its id, QR set with opcode QUERY
+    (RFC 1035 4.1.1), and our question, compared in any case since servers may echo it in
+    mixed case (draft-vixie-dnsext-dns0x20)."""
+    return (
+        len(data) >= QUERY_HEADER.size
+        and int.from_bytes(data[:2], "big") == query_id
+        and data[2] & 0xF8 == 0x80
+        and data[12 : 12 + len(question)].lower() == question.lower()
+    )
+
+
 class DnsSocket(asyncio.DatagramProtocol):
     """One UDP socket that carries every query of the run to the servers of one address
     family. An answer is taken only from the server asked, with the query's id, as a
     response to a standard query, and with the question asked; anything else is ignored."""
 
     def __init__(self) -> None:
-        # query id -> (server, question in lower case, the answer to come)
+        # query id -> (server, question, the answer to come)
         self.waiting: dict[int, tuple[tuple[str, int], bytes, asyncio.Future]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, sender: tuple[str, int]) -> None:
-        entry = self.waiting.get(int.from_bytes(data[:2], "big"))
-        if entry is None or len(data) < QUERY_HEADER.size:
+        query_id = int.from_bytes(data[:2], "big")
+        entry = self.waiting.get(query_id)
+        if entry is None:
             return
         server, question, answered = entry
-        # QR set and opcode QUERY; the question compared in any case, as servers may echo
-        # it in mixed case (draft-vixie-dnsext-dns0x20).
-        if (
-            sender[:2] != server
-            or answered.done()
-            or data[2] & 0xF8 != 0x80
-            or data[12 : 12 + len(question)].lower() != question
-        ):
+        if sender[:2] != server or answered.done() or not answers(data, query_id, question):
             return
         try:
             answered.set_result(dns.message.from_wire(data))
@@ -403,10 +414,9 @@ class DnsSocket(asyncio.DatagramProtocol):
         while (query_id := secrets.randbits(16)) in self.waiting:
             pass
         answered: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
-        self.waiting[query_id] = (server, question.lower(), answered)
+        self.waiting[query_id] = (server, question, answered)
         try:
-            header = QUERY_HEADER.pack(query_id, RECURSION_DESIRED, 1, 0, 0, 1)
-            self.transport.sendto(header + question + OPT_RECORD, server)
+            self.transport.sendto(dns_query(query_id, question), server)
             async with asyncio.timeout(timeout):
                 return await answered
         finally:
@@ -451,7 +461,7 @@ class Dns:
             question = dns.name.from_text(name).to_wire() + struct.pack(
                 "!HH", dns.rdatatype.from_text(rdtype), dns.rdataclass.IN
             )
-            response = await self._exchange(name, rdtype, question)
+            response = await self._exchange(question)
             if response.rcode() == dns.rcode.NXDOMAIN:
                 raise NoSuchDomain(name)
             answer = response.resolve_chaining().answer
@@ -462,7 +472,7 @@ class Dns:
             self.log(f"dns: {name} {rdtype} -> {', '.join(records) or '(no records)'}")
         return records
 
-    async def _exchange(self, name: str, rdtype: str, question: bytes) -> dns.message.Message:
+    async def _exchange(self, question: bytes) -> dns.message.Message:
         """The first usable answer. Servers are asked in turn until --timeout is used up, each
         with its share of it (a lone server: two tries), so that one silent server never uses
         up the time of the others; a server that fails (SERVFAIL, REFUSED, a socket error) is
@@ -484,7 +494,7 @@ class Dns:
                     response = await udp.exchange(question, server, min(share, remaining))
                     if response.flags & dns.flags.TC:
                         remaining = deadline - loop.time()
-                        response = await self._over_tcp(name, rdtype, server, remaining)
+                        response = await self._over_tcp(question, server, remaining)
                 except TimeoutError:
                     continue
                 except (OSError, EOFError, dns.exception.DNSException):
@@ -507,14 +517,22 @@ class Dns:
 
     @staticmethod
     async def _over_tcp(
-        name: str, rdtype: str, server: tuple[str, int], timeout: float
+        question: bytes, server: tuple[str, int], timeout: float
     ) -> dns.message.Message:
-        # Imported here: truncated answers are rare, and the import costs start-up time.
-        import dns.asyncquery
-
-        query = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
-        host, port = server
-        return await dns.asyncquery.tcp(query, host, timeout=max(timeout, 0), port=port)
+        """The query over TCP (RFC 7766), each message after its length in two octets."""
+        query_id = secrets.randbits(16)
+        query = dns_query(query_id, question)
+        async with asyncio.timeout(max(timeout, 0)):
+            reader, writer = await asyncio.open_connection(*server)
+            try:
+                writer.write(len(query).to_bytes(2, "big") + query)
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                data = await reader.readexactly(length)
+            finally:
+                writer.close()
+        if not answers(data, query_id, question):
+            raise dns.exception.FormError("the answer over TCP is not for our query")
+        return dns.message.from_wire(data)
 
     async def host_addresses(self, name: str) -> tuple[str, ...]:
         """IPv4 addresses, or IPv6 ones for a host without any: more networks reach IPv4,
