@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import dns.message
 import dns.rrset
+import pytest
 from conftest import RunCli, StartMx, rcpt_addresses
 from peers import DnsResponder, PeerNetwork
 
@@ -367,6 +369,35 @@ def test_dns_answer_is_taken_only_from_the_server_asked_with_the_question_asked(
     assert not run((query.to_wire(), server))  # a query, not a response
     assert not run((answer[:5], server), (answer[:-3], server))  # cut short
     assert run((answer[:-3], server), (answer, server))  # a broken one, then the answer
+
+
+def test_dns_server_may_be_an_ipv6_address(
+    start_mx: StartMx,
+    dns_responder: DnsResponder,
+    peer_network: PeerNetwork,
+    run_cli: RunCli,
+    mx_port: int,
+) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    over_ipv6 = DnsResponder(address="::1", network=peer_network)
+    try:
+        over_ipv6.start()
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    try:
+        over_ipv6.add_mx("example.test", [(10, "mx.example.test")])
+        over_ipv6.add_a("mx.example.test", MX1)
+        run = run_cli(
+            *("--dns-server", f"[::1]:{over_ipv6.port}", "--smtp-port", str(mx_port)),
+            *("--helo", "checker.example.net", "--format", "json", "alice@example.test"),
+        )
+        assert over_ipv6.query_count("example.test", "MX") == 1
+    finally:
+        over_ipv6.stop()
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
+    assert dns_responder.queries == []
 
 
 def test_mx_is_looked_up_once_per_domain_for_many_addresses(
