@@ -935,11 +935,10 @@ class Rule:
         return cls(frozenset(stages.split()), re.compile(code), compiled, words, status, reason)
 
     def matches(self, stage: str, reply: Reply) -> bool:
-        enhanced = reply.enhanced
         return (
             stage in self.stages
             and self.code.fullmatch(str(reply.code)) is not None
-            and (self.enhanced is None or bool(enhanced and self.enhanced.fullmatch(enhanced)))
+            and (self.enhanced is None or self.enhanced.fullmatch(reply.enhanced or "") is not None)
             and (self.words is None or self.words.search(reply.text) is not None)
         )
 
