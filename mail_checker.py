@@ -332,6 +332,10 @@ QUERY_HEADER = struct.Struct("!HHHHHH")
 RECURSION_DESIRED = 0x0100
 OPT_RECORD = b"\x00" + struct.pack("!HHIH", dns.rdatatype.OPT, EDNS_PAYLOAD, 0, 0)
 USABLE_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)  # others: ask another server
+# dnspython's resolver takes a new source port for every query. A fresh socket every hundred
+# queries still leaves a blind forger a random port to guess besides the id, at a fraction of
+# the cost.
+QUERIES_PER_SOCKET = 100
 
 
 class NoSuchDomain(Exception):
@@ -380,13 +384,20 @@ def answers(data: bytes, query_id: int, question: bytes) -> bool:
 
 
 class DnsSocket(asyncio.DatagramProtocol):
-    """One UDP socket that carries every query of the run to the servers of one address
-    family. An answer is taken only from the server asked, with the query's id, as a
-    response to a standard query, and with the question asked; anything else is ignored."""
+    """A UDP socket that carries many queries to the servers of one address family. An
+    answer is taken only from the server asked, with the query's id, as a response to a
+    standard query, and with the question asked; anything else is ignored."""
 
     def __init__(self) -> None:
         # query id -> (server, question, the answer to come)
         self.waiting: dict[int, tuple[tuple[str, int], bytes, asyncio.Future]] = {}
+        self.sent = 0
+        self.retired = False  # no new queries: it closes when the last one is answered
+
+    def retire(self) -> None:
+        self.retired = True
+        if not self.waiting:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -415,21 +426,31 @@ class DnsSocket(asyncio.DatagramProtocol):
             pass
         answered: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
         self.waiting[query_id] = (server, question, answered)
+        self.sent += 1
         try:
             self.transport.sendto(dns_query(query_id, question), server)
             async with asyncio.timeout(timeout):
                 return await answered
         finally:
             del self.waiting[query_id]
+            if self.retired and not self.waiting:
+                self.transport.close()
+
+
+def opened(opening: asyncio.Future[DnsSocket]) -> DnsSocket | None:
+    """The socket, once it is open; None while it opens, or if it could not."""
+    if opening.done() and not opening.cancelled() and opening.exception() is None:
+        return opening.result()
+    return None
 
 
 class Dns:
     """A stub resolver for the run, built on dnspython's message API; every name is asked
     once, however many domains need it.
 
-    All queries share one UDP socket per address family. (dnspython's resolver opens a socket
-    and an asyncio transport per query, which on a bulk list cost more computing than the rest
-    of the DNS work together.)
+    Queries share UDP sockets, one per address family at a time. (dnspython's resolver opens a
+    socket and an asyncio transport per query, which on a bulk list cost more computing than
+    the rest of the DNS work together.)
     """
 
     def __init__(self, options: Options) -> None:
@@ -444,8 +465,8 @@ class Dns:
 
     def close(self) -> None:
         for opening in self.sockets.values():
-            if opening.done() and not opening.cancelled() and opening.exception() is None:
-                opening.result().transport.close()
+            if udp := opened(opening):
+                udp.retire()
             opening.cancel()
 
     async def lookup(self, name: str, rdtype: str) -> list[str]:
@@ -505,9 +526,15 @@ class Dns:
         raise DnsError("no DNS server gave a usable answer (SERVFAIL, or the query was refused)")
 
     async def _socket(self, family: socket.AddressFamily) -> DnsSocket:
-        if family not in self.sockets:
-            self.sockets[family] = asyncio.ensure_future(self._open_socket(family))
-        return await asyncio.shield(self.sockets[family])
+        """The family's socket, a fresh one every QUERIES_PER_SOCKET queries: its source port
+        is, like the query id, one more thing that a forged answer must guess."""
+        opening = self.sockets.get(family)
+        if opening and (udp := opened(opening)) and udp.sent >= QUERIES_PER_SOCKET:
+            udp.retire()
+            opening = None
+        if opening is None:
+            opening = self.sockets[family] = asyncio.ensure_future(self._open_socket(family))
+        return await asyncio.shield(opening)
 
     @staticmethod
     async def _open_socket(family: socket.AddressFamily) -> DnsSocket:

@@ -8,7 +8,7 @@ import socket
 import dns.message
 import dns.rrset
 import pytest
-from conftest import RunCli, StartMx, rcpt_addresses
+from conftest import LibraryOptions, RunCli, StartMx, rcpt_addresses
 from peers import DnsResponder, PeerNetwork
 
 MX1, MX2, MX3 = "127.0.2.1", "127.0.2.2", "127.0.2.3"
@@ -398,6 +398,34 @@ def test_dns_server_may_be_an_ipv6_address(
         over_ipv6.stop()
     assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
     assert dns_responder.queries == []
+
+
+def test_dns_queries_move_to_a_fresh_source_port_every_hundred(
+    dns_responder: DnsResponder, library_options: LibraryOptions
+) -> None:
+    import mail_checker
+
+    names = [f"host{index}.example.test" for index in range(150)]
+    for name in names:
+        dns_responder.add_a(name, "192.0.2.1")
+
+    async def source_ports() -> tuple[list[int], list[bool]]:
+        resolver = mail_checker.Dns(library_options())
+        ports, used = [], []
+        for name in names:
+            assert await resolver.lookup(name, "A") == ["192.0.2.1"]
+            udp = mail_checker.opened(resolver.sockets[socket.AF_INET])
+            assert udp is not None
+            ports.append(udp.transport.get_extra_info("socket").getsockname()[1])
+            used.append(udp)
+        resolver.close()
+        return ports, [udp.transport.is_closing() for udp in used]
+
+    ports, closed = asyncio.run(source_ports())
+    assert len(set(ports[:100])) == 1 and len(set(ports[100:])) == 1
+    assert ports[0] != ports[100]
+    assert all(closed)  # the retired socket, and the last one at close()
+    assert dns_responder.query_count("host149.example.test", "A") == 1
 
 
 def test_mx_is_looked_up_once_per_domain_for_many_addresses(
