@@ -526,8 +526,8 @@ class Dns:
         raise DnsError("no DNS server gave a usable answer (SERVFAIL, or the query was refused)")
 
     async def _socket(self, family: socket.AddressFamily) -> DnsSocket:
-        """The family's socket, a fresh one every QUERIES_PER_SOCKET queries: its source port
-        is, like the query id, one more thing that a forged answer must guess."""
+        """The family's socket; a fresh one, with a fresh source port, every
+        QUERIES_PER_SOCKET queries."""
         opening = self.sockets.get(family)
         if opening and (udp := opened(opening)) and udp.sent >= QUERIES_PER_SOCKET:
             udp.retire()
