@@ -428,6 +428,29 @@ def test_dns_queries_move_to_a_fresh_source_port_every_hundred(
     assert dns_responder.query_count("host149.example.test", "A") == 1
 
 
+def test_dns_answers_kept_for_reuse_are_bounded_oldest_first(
+    dns_responder: DnsResponder, library_options: LibraryOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mail_checker
+
+    monkeypatch.setattr(mail_checker, "CACHED_LOOKUPS", 2)
+    for name in ("a.example.test", "b.example.test", "c.example.test"):
+        dns_responder.add_a(name, "192.0.2.1")
+
+    async def look_up(*names: str) -> int:
+        resolver = mail_checker.Dns(library_options())
+        for name in names:
+            await resolver.lookup(name, "A")
+        resolver.close()
+        return len(resolver.lookups)
+
+    kept = asyncio.run(look_up(*(f"{n}.example.test" for n in "abcbca")))
+    assert kept == 2
+    # a is forgotten when c comes, and asked again; b and c are kept in between.
+    counts = [dns_responder.query_count(f"{n}.example.test", "A") for n in "abc"]
+    assert counts == [2, 1, 1]
+
+
 def test_mx_is_looked_up_once_per_domain_for_many_addresses(
     start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
 ) -> None:
