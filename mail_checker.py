@@ -162,6 +162,9 @@ class Options:
     host_connections: int = DEFAULT_HOST_CONNECTIONS
     # socks5://[user:password@]host:port; left out of repr() so that logs never show the password
     proxy: str | None = field(default=None, repr=False)
+    # Connect to MX hosts on loopback, RFC 1918 and other addresses the internet cannot reach;
+    # off, so that a domain pointing its MX at 10.0.0.5 cannot make a check probe our network.
+    allow_private: bool = False
     probe_seed: str = field(default_factory=lambda: secrets.token_hex(16))  # catch-all probes
     log: Callable[[str], None] | None = None  # receives the DNS answers and SMTP dialogue
 
@@ -459,6 +462,7 @@ class Dns:
     def __init__(self, options: Options) -> None:
         self.log = options.log
         self.timeout = options.timeout
+        self.allow_private = options.allow_private
         self.servers = [
             (str(ipaddress.ip_address(host)), port)  # as recvfrom() will spell the sender
             for host, port in options.dns_servers or system_dns_servers()
@@ -599,7 +603,7 @@ class Dns:
             if isinstance(result, tuple) and result
         )
         if hosts:
-            return MailRoute(hosts=hosts)
+            return self.reachable(hosts)
         errors = [result for result in results if isinstance(result, DnsError)]
         if errors:  # hosts that do not exist are skipped; a failed lookup leaves no verdict
             return MailRoute(failure=dns_failure(errors[0]))
@@ -622,7 +626,27 @@ class Dns:
             return MailRoute(
                 failure=("invalid", "no_mx", "The domain has no MX record and no address.")
             )
-        return MailRoute(hosts=(MailHost(domain, addresses),))
+        return self.reachable((MailHost(domain, addresses),))
+
+    def reachable(self, hosts: tuple[MailHost, ...]) -> MailRoute:
+        """The hosts with their globally routable addresses only, unless allow_private: a
+        domain whose MX points at 127.0.0.1 or 10.0.0.5 must not turn a check (a sign-up form's,
+        say) into a probe of the checker's own network."""
+        if self.allow_private:
+            return MailRoute(hosts=hosts)
+        kept, private = [], []
+        for host in hosts:
+            routable = tuple(ip for ip in host.addresses if ipaddress.ip_address(ip).is_global)
+            private += [ip for ip in host.addresses if ip not in routable]
+            if routable:
+                kept.append(MailHost(host.name, routable))
+        if kept:
+            return MailRoute(hosts=tuple(kept))
+        detail = (
+            f"The domain's mail hosts have only addresses the internet cannot reach "
+            f"({', '.join(private)}), so none was connected to (--allow-private allows them)."
+        )
+        return MailRoute(failure=("invalid", "no_mx", detail))
 
 
 def dns_failure(error: DnsError) -> tuple[str, str, str]:
@@ -1814,6 +1838,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--proxy", metavar="URL", help="socks5://[user:password@]host:port")
     parser.add_argument("--retry-temp", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="also connect to MX hosts on loopback or private networks (default $ALLOW_PRIVATE)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -1855,6 +1884,7 @@ def options_from(args: argparse.Namespace) -> Options:
         concurrency=args.concurrency,
         host_connections=args.host_connections,
         proxy=proxy,
+        allow_private=args.allow_private or os.environ.get("ALLOW_PRIVATE", "") == "1",
         log=(lambda line: print(printable(line), file=sys.stderr)) if args.verbose else None,
     )
 

@@ -721,6 +721,7 @@ def checker_command(network: Network, extra: Iterable[str]) -> list[str]:
         HELO_NAME,
         "--timeout",
         f"{STEP_TIMEOUT:g}",
+        "--allow-private",  # the simulated hosts listen on loopback
         *extra,
     ]
 

@@ -29,7 +29,7 @@ CHECK_TIMEOUT = 2.0
 # Loopback addresses the SMTP peers of a test listen on, all on the test's one port.
 MX_ADDRESSES = tuple(f"127.0.2.{index}" for index in range(1, 13))
 # Settings the checker also takes from the environment or .env: none may leak into a test.
-CHECKER_SETTINGS = ("MAIL_FROM", "HELO_HOST", "SMTP_PROXY")
+CHECKER_SETTINGS = ("MAIL_FROM", "HELO_HOST", "SMTP_PROXY", "ALLOW_PRIVATE")
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ def network_args(dns_responder: DnsResponder, mx_port: int) -> list[str]:
         HELO_NAME,
         "--timeout",
         f"{CHECK_TIMEOUT:g}",
+        "--allow-private",  # the peers listen on loopback
     ]
 
 
@@ -202,6 +203,7 @@ def library_options(dns_responder: DnsResponder, mx_port: int) -> LibraryOptions
             "smtp_port": mx_port,
             "helo": HELO_NAME,
             "timeout": CHECK_TIMEOUT,
+            "allow_private": True,  # the peers listen on loopback
         }
         settings.update(overrides)
         return mail_checker.Options(**settings)

@@ -1,7 +1,8 @@
 """A small mail world on loopback, to try mail_checker.py without touching the internet.
 
     python tests/demo_network.py          # leave it running, then in another terminal:
-    python mail_checker.py --dns-server 127.0.0.1:5353 --smtp-port 2525 alice@shop.test
+    python mail_checker.py --dns-server 127.0.0.1:5353 --smtp-port 2525 --allow-private \
+        alice@shop.test
 
 Domains (the .test top-level domain is reserved for testing, RFC 2606):
   shop.test       MX on 127.0.0.2: alice, bob and info exist; full@ is over quota
@@ -59,7 +60,7 @@ def main() -> None:
         print(
             f"DNS on 127.0.0.1:{args.dns_port}, SMTP on port {args.smtp_port}; Ctrl-C stops.\n"
             f"Try: python mail_checker.py --dns-server 127.0.0.1:{args.dns_port} "
-            f"--smtp-port {args.smtp_port} alice@shop.test",
+            f"--smtp-port {args.smtp_port} --allow-private alice@shop.test",
             flush=True,
         )
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

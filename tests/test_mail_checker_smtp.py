@@ -246,7 +246,7 @@ def test_helo_name_comes_from_the_environment(
 ) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
     run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
         "alice@example.test",
         env={"HELO_HOST": "env-helo.example.net"},
     )
@@ -259,7 +259,7 @@ def test_helo_name_comes_from_dotenv(
     (tmp_path / ".env").write_text("HELO_HOST=dotenv-helo.example.net\n")
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
     run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
         "alice@example.test",
     )
     assert arguments_of(peer, "EHLO") == ["dotenv-helo.example.net"]
@@ -270,7 +270,7 @@ def test_default_helo_name_is_this_hosts_fqdn(
 ) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
     run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
         "alice@example.test",
     )
     assert arguments_of(peer, "EHLO") == [socket.getfqdn().lower()]
@@ -282,7 +282,7 @@ def test_target_domain_is_never_used_as_helo_or_sender(
     peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"})
     dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
     run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
         *("alice@example.test", "bob@example.org"),
     )
     said = arguments_of(peer, "EHLO") + arguments_of(peer, "MAIL FROM:")
@@ -448,7 +448,7 @@ def test_helo_with_crlf_from_the_environment_is_a_usage_error(
 ) -> None:
     peer = start_mx("example.test", MX1, catch_all=True)
     run = run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port)),
+        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
         "alice@example.test",
         env={"HELO_HOST": f"checker.example.net\r\nRCPT TO:<{VICTIM}>"},
     )

@@ -8,7 +8,7 @@ import socket
 import dns.message
 import dns.rrset
 import pytest
-from conftest import LibraryOptions, RunCli, StartMx, rcpt_addresses
+from conftest import LibraryOptions, RunCli, StartMx, check_in_process, rcpt_addresses
 from peers import DnsResponder, PeerNetwork
 
 MX1, MX2, MX3 = "127.0.2.1", "127.0.2.2", "127.0.2.3"
@@ -73,6 +73,42 @@ def test_domain_without_mx_or_address_is_invalid_no_mx(
     dns_responder.add("bare.test", "TXT", '"v=spf1 -all"')
     run = check("alice@bare.test")
     assert run.outcomes == {"alice@bare.test": ("invalid", "no_mx")}
+
+
+def test_mx_host_on_loopback_is_not_connected_to_without_allow_private(
+    start_mx: StartMx, run_cli: RunCli, network_args: list[str]
+) -> None:
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    without_permission = [arg for arg in network_args if arg != "--allow-private"]
+    run = run_cli(*without_permission, "--format", "json", "alice@example.test")
+    verdict = run.by_email["alice@example.test"]
+    assert (verdict["status"], verdict["reason"]) == ("invalid", "no_mx")
+    assert verdict["detail"] == (
+        f"The domain's mail hosts have only addresses the internet cannot reach ({MX1}), "
+        "so none was connected to (--allow-private allows them)."
+    )
+    assert peer.connections == 0
+
+
+def test_implicit_mx_on_ipv6_loopback_is_skipped_by_the_library_default(
+    dns_responder: DnsResponder, library_options: LibraryOptions
+) -> None:
+    dns_responder.add_aaaa("example.test", "::1")
+    options = library_options(allow_private=False)
+    [verdict] = check_in_process(["alice@example.test"], options)
+    assert (verdict.status, verdict.reason, verdict.mx) == ("invalid", "no_mx", None)
+    assert "(::1)" in verdict.detail
+
+
+def test_allow_private_from_the_environment_lets_loopback_hosts_be_checked(
+    start_mx: StartMx, run_cli: RunCli, network_args: list[str]
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    without_option = [arg for arg in network_args if arg != "--allow-private"]
+    run = run_cli(
+        *without_option, "--format", "json", "alice@example.test", env={"ALLOW_PRIVATE": "1"}
+    )
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
 
 
 def test_unknown_user_is_invalid_rejected(start_mx: StartMx, check: RunCli) -> None:
@@ -299,6 +335,7 @@ def test_second_dns_server_is_asked_when_the_first_does_not_answer(
     run = run_cli(
         *("--dns-server", f"{NOTHING_LISTENS}:{mx_port}", "--dns-server", dns_responder.server_arg),
         *("--smtp-port", str(mx_port), "--helo", "checker.example.net", "--timeout", "1"),
+        "--allow-private",
         *("--format", "json", "alice@example.test"),
         deadline=15,
     )
@@ -319,6 +356,7 @@ def test_second_dns_server_is_asked_when_the_first_answers_servfail(
         run = run_cli(
             *("--dns-server", failing.server_arg, "--dns-server", dns_responder.server_arg),
             *("--smtp-port", str(mx_port), "--helo", "checker.example.net"),
+            "--allow-private",
             *("--format", "json", "alice@example.test"),
         )
         assert failing.query_count("example.test", "MX") == 1
@@ -391,6 +429,7 @@ def test_dns_server_may_be_an_ipv6_address(
         over_ipv6.add_a("mx.example.test", MX1)
         run = run_cli(
             *("--dns-server", f"[::1]:{over_ipv6.port}", "--smtp-port", str(mx_port)),
+            "--allow-private",
             *("--helo", "checker.example.net", "--format", "json", "alice@example.test"),
         )
         assert over_ipv6.query_count("example.test", "MX") == 1
