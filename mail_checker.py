@@ -47,6 +47,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import idna
@@ -87,6 +88,11 @@ MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = 1.0
 
 MAX_REPLY_LINE = 4096  # a reply line is at most 512 octets (RFC 5321 4.5.3.1.5); be lenient
+# A whole reply, continuation lines included (aiosmtplib caps it the same way): a server that
+# never ends one must not fill the memory.
+MAX_REPLY_BYTES = 64 * 1024
+# What is read, and thrown away, while waiting for a server to close after its 221.
+MAX_BYTES_AFTER_GOODBYE = 64 * 1024
 
 EXIT_ALL_VALID, EXIT_SOME_NOT_VALID, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -122,10 +128,77 @@ class UsageError(ValueError):
     """A mistake in the command line or its input: printed as one line, exit status 2."""
 
 
-class Level(enum.StrEnum):
+class TextEnum(str, enum.Enum):
+    """An enum whose members are their own output strings (enum.StrEnum is Python 3.11+)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __hash__ = str.__hash__  # a member and its string are the same dictionary key
+
+
+class Level(TextEnum):
     SYNTAX = "syntax"
     DNS = "dns"
     SMTP = "smtp"
+
+
+class Status(TextEnum):
+    VALID = "valid"
+    INVALID = "invalid"
+    RISKY = "risky"
+    UNKNOWN = "unknown"
+
+
+class Reason(TextEnum):
+    """Why an address got its status; each reason belongs to one status (the README's table)."""
+
+    ACCEPTED = "accepted"
+    SYNTAX_OK = "syntax_ok"
+    MX_FOUND = "mx_found"
+    SYNTAX = "syntax"
+    NO_DOMAIN = "no_domain"
+    NULL_MX = "null_mx"
+    NO_MX = "no_mx"
+    REJECTED = "rejected"
+    CATCH_ALL = "catch_all"
+    MAILBOX_FULL = "mailbox_full"
+    TEMP_FAILURE = "temp_failure"
+    BLOCKED = "blocked"
+    UNREACHABLE = "unreachable"
+    DNS_ERROR = "dns_error"
+    SMTP_ERROR = "smtp_error"
+
+    @property
+    def status(self) -> Status:
+        return REASON_STATUS[self]
+
+
+REASON_STATUS = {
+    **dict.fromkeys([Reason.ACCEPTED, Reason.SYNTAX_OK, Reason.MX_FOUND], Status.VALID),
+    **dict.fromkeys(
+        [Reason.SYNTAX, Reason.NO_DOMAIN, Reason.NULL_MX, Reason.NO_MX, Reason.REJECTED],
+        Status.INVALID,
+    ),
+    **dict.fromkeys([Reason.CATCH_ALL, Reason.MAILBOX_FULL], Status.RISKY),
+    **dict.fromkeys(
+        [
+            Reason.TEMP_FAILURE,
+            Reason.BLOCKED,
+            Reason.UNREACHABLE,
+            Reason.DNS_ERROR,
+            Reason.SMTP_ERROR,
+        ],
+        Status.UNKNOWN,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stage concluded about an address: a reason and a sentence for the user."""
+
+    reason: Reason
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -133,8 +206,8 @@ class Verdict:
     """The outcome for one address, with the raw SMTP reply kept for auditing."""
 
     email: str
-    status: str
-    reason: str
+    status: Status
+    reason: Reason
     detail: str
     mx: str | None = None
     smtp_code: int | None = None
@@ -165,8 +238,12 @@ class Options:
     # Connect to MX hosts on loopback, RFC 1918 and other addresses the internet cannot reach;
     # off, so that a domain pointing its MX at 10.0.0.5 cannot make a check probe our network.
     allow_private: bool = False
+    # SMTP connections open at once over the run (the command line fits it to the open-file
+    # limit); 0: as many as concurrency x host_connections.
+    connections: int = 0
     probe_seed: str = field(default_factory=lambda: secrets.token_hex(16))  # catch-all probes
     log: Callable[[str], None] | None = None  # receives the DNS answers and SMTP dialogue
+    notice: Callable[[str], None] | None = None  # receives a line about the whole run
 
 
 # --- Stage 1: syntax (no network) -----------------------------------------------------------
@@ -322,10 +399,12 @@ class MailRoute:
     """Where a domain's mail goes: hosts in the order to try, or why there are none."""
 
     hosts: tuple[MailHost, ...] = ()
-    failure: tuple[str, str, str] | None = None  # (status, reason, detail)
+    failure: Outcome | None = None
 
 
-NO_DOMAIN = ("invalid", "no_domain", "The domain does not exist.")
+NO_DOMAIN = Outcome(Reason.NO_DOMAIN, "The domain does not exist.")
+NULL_MX = Outcome(Reason.NULL_MX, "The domain publishes a null MX: it takes no mail.")
+NO_MX = Outcome(Reason.NO_MX, "The domain has no MX record and no address.")
 # RFC 6891 EDNS(0) with DNS Flag Day 2020's 1232-octet UDP payload: a long MX list still fits
 # one unfragmented datagram; an answer that does not comes truncated and is asked over TCP.
 EDNS_PAYLOAD = 1232
@@ -342,6 +421,17 @@ QUERIES_PER_SOCKET = 100
 # Answers kept for names asked again, such as the MX hosts that many domains share; the
 # oldest go, so that memory follows the work in flight rather than the list (about 1 KB each).
 CACHED_LOOKUPS = 4096
+# Queries in flight at once. A burst of thousands overflows the socket's receive buffer (and
+# a home router's or a resolver's rate limit), and a dropped answer costs a retry: past this
+# many, queries wait their turn instead.
+DNS_QUERIES_IN_FLIGHT = 256
+# Room for a burst of answers between two turns of the event loop (the kernel caps it at
+# net.core.rmem_max, 208 KB by default on Linux).
+DNS_RECEIVE_BUFFER = 1 << 20
+# A query unanswered after this long is sent again (RFC 1536 2: back off exponentially, with
+# jitter so that a burst of retries does not arrive together), each wait twice the last,
+# within --timeout. The earlier queries stay open: the first answer to any of them counts.
+DNS_FIRST_RETRY = 1.0
 
 
 class NoSuchDomain(Exception):
@@ -424,23 +514,22 @@ class DnsSocket(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         """An ICMP error on an unconnected socket names no query: the query times out."""
 
-    async def exchange(
-        self, question: bytes, server: tuple[str, int], timeout: float
-    ) -> dns.message.Message:
-        """Send the query once and wait up to `timeout` for its answer (TimeoutError)."""
+    def send(
+        self, question: bytes, server: tuple[str, int]
+    ) -> tuple[int, asyncio.Future[dns.message.Message]]:
+        """Send the query once; its answer will resolve the future until forget(id)."""
         while (query_id := secrets.randbits(16)) in self.waiting:
             pass
         answered: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
         self.waiting[query_id] = (server, question, answered)
         self.sent += 1
-        try:
-            self.transport.sendto(dns_query(query_id, question), server)
-            async with asyncio.timeout(timeout):
-                return await answered
-        finally:
-            del self.waiting[query_id]
-            if self.retired and not self.waiting:
-                self.transport.close()
+        self.transport.sendto(dns_query(query_id, question), server)
+        return query_id, answered
+
+    def forget(self, query_id: int) -> None:
+        del self.waiting[query_id]
+        if self.retired and not self.waiting:
+            self.transport.close()
 
 
 def opened(opening: asyncio.Future[DnsSocket]) -> DnsSocket | None:
@@ -448,6 +537,9 @@ def opened(opening: asyncio.Future[DnsSocket]) -> DnsSocket | None:
     if opening.done() and not opening.cancelled() and opening.exception() is None:
         return opening.result()
     return None
+
+
+Records = list[dns.rdata.Rdata]
 
 
 class Dns:
@@ -467,8 +559,9 @@ class Dns:
             (str(ipaddress.ip_address(host)), port)  # as recvfrom() will spell the sender
             for host, port in options.dns_servers or system_dns_servers()
         ]
-        self.lookups: dict[tuple[str, str], asyncio.Future[list[str]]] = {}
+        self.lookups: dict[tuple[str, int], asyncio.Future[Records]] = {}
         self.sockets: dict[socket.AddressFamily, asyncio.Future[DnsSocket]] = {}
+        self.turns = asyncio.Semaphore(DNS_QUERIES_IN_FLIGHT)
 
     def close(self) -> None:
         for opening in self.sockets.values():
@@ -476,8 +569,8 @@ class Dns:
                 udp.retire()
             opening.cancel()
 
-    async def lookup(self, name: str, rdtype: str) -> list[str]:
-        """Record texts of one type; [] when the name exists without it.
+    async def lookup(self, name: str, rdtype: dns.rdatatype.RdataType) -> Records:
+        """The records of one type; [] when the name exists without it.
         Raises NoSuchDomain or DnsError."""
         key = (name, rdtype)
         if key not in self.lookups:
@@ -486,52 +579,91 @@ class Dns:
                 del self.lookups[next(iter(self.lookups))]  # the oldest
         return await asyncio.shield(self.lookups[key])
 
-    async def _ask(self, name: str, rdtype: str) -> list[str]:
+    async def _ask(self, name: str, rdtype: dns.rdatatype.RdataType) -> Records:
+        what = f"{name} {rdtype.name}"
         try:
             question = dns.name.from_text(name).to_wire() + struct.pack(
-                "!HH", dns.rdatatype.from_text(rdtype), dns.rdataclass.IN
+                "!HH", rdtype, dns.rdataclass.IN
             )
-            response = await self._exchange(question)
+            async with self.turns:
+                response, server = await self._exchange(question)
             if response.rcode() == dns.rcode.NXDOMAIN:
+                if self.log:
+                    self.log(f"dns: {what} -> NXDOMAIN from {server[0]}:{server[1]}")
                 raise NoSuchDomain(name)
             answer = response.resolve_chaining().answer
+        except DnsError as error:
+            if self.log:
+                self.log(f"dns: {what} -> {error}")
+            raise
         except dns.exception.DNSException as error:
+            if self.log:
+                self.log(f"dns: {what} -> unusable answer ({type(error).__name__})")
             raise DnsError(f"the DNS lookup failed ({type(error).__name__})") from None
-        records = [rdata.to_text() for rdata in answer or ()]
+        records = list(answer or ())
         if self.log:
-            self.log(f"dns: {name} {rdtype} -> {', '.join(records) or '(no records)'}")
+            texts = ", ".join(record.to_text() for record in records) or "(no records)"
+            self.log(f"dns: {what} -> {texts} from {server[0]}:{server[1]}")
         return records
 
-    async def _exchange(self, question: bytes) -> dns.message.Message:
-        """The first usable answer. Servers are asked in turn until --timeout is used up, each
-        with its share of it (a lone server: two tries), so that one silent server never uses
-        up the time of the others; a server that fails (SERVFAIL, REFUSED, a socket error) is
-        not asked again for this name."""
+    async def _exchange(self, question: bytes) -> tuple[dns.message.Message, tuple[str, int]]:
+        """The first usable answer and the server that gave it. The query goes to the
+        servers in turn, again and again with waits that double (DNS_FIRST_RETRY), until
+        --timeout is used up; every query sent stays open, so a slow answer still counts. A
+        server that fails (SERVFAIL, REFUSED, a socket error) is not asked again for this name.
+        """
         if not self.servers:
             raise DnsError("no DNS resolver is configured on this machine")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        share = self.timeout / (len(self.servers) + 1)
         servers = list(self.servers)
-        while servers:
-            for server in list(servers):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise DnsError("the DNS query timed out")
+        sent: dict[asyncio.Future, tuple[DnsSocket, int, tuple[str, int]]] = {}
+        # A short --timeout still leaves every server its turn.
+        wait = min(DNS_FIRST_RETRY, self.timeout / (len(servers) + 1))
+        turn = 0
+        try:
+            while servers:
+                server = servers[turn % len(servers)]
+                turn += 1
                 family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
                 try:
                     udp = await self._socket(family)
-                    response = await udp.exchange(question, server, min(share, remaining))
-                    if response.flags & dns.flags.TC:
-                        remaining = deadline - loop.time()
-                        response = await self._over_tcp(question, server, remaining)
-                except TimeoutError:
+                    query_id, answered = udp.send(question, server)
+                    sent[answered] = (udp, query_id, server)
+                except OSError:
+                    servers.remove(server)
                     continue
-                except (OSError, EOFError, dns.exception.DNSException):
-                    response = None
-                if response is not None and response.rcode() in USABLE_RCODES:
-                    return response
-                servers.remove(server)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                pause = min(remaining, wait * random.uniform(0.75, 1.25))
+                wait *= 2
+                done, _ = await asyncio.wait(
+                    [future for future in sent if not future.done()] or [answered],
+                    timeout=pause,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for future in done:
+                    _, _, from_server = sent[future]
+                    response = future.result()
+                    if response.flags & dns.flags.TC:
+                        try:
+                            response = await self._over_tcp(
+                                question, from_server, deadline - loop.time()
+                            )
+                        except (OSError, EOFError, TimeoutError, dns.exception.DNSException):
+                            response = None
+                    if response is not None and response.rcode() in USABLE_RCODES:
+                        return response, from_server
+                    if from_server in servers:
+                        servers.remove(from_server)
+                if loop.time() >= deadline:
+                    break
+        finally:
+            for udp, query_id, _ in sent.values():
+                udp.forget(query_id)
+        if servers:
+            raise DnsError("the DNS query timed out")
         raise DnsError("no DNS server gave a usable answer (SERVFAIL, or the query was refused)")
 
     async def _socket(self, family: socket.AddressFamily) -> DnsSocket:
@@ -547,8 +679,15 @@ class Dns:
 
     @staticmethod
     async def _open_socket(family: socket.AddressFamily) -> DnsSocket:
-        loop = asyncio.get_running_loop()
-        _, udp = await loop.create_datagram_endpoint(DnsSocket, family=family)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DNS_RECEIVE_BUFFER)
+            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+            loop = asyncio.get_running_loop()
+            _, udp = await loop.create_datagram_endpoint(DnsSocket, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return udp
 
     @staticmethod
@@ -573,27 +712,32 @@ class Dns:
     async def host_addresses(self, name: str) -> tuple[str, ...]:
         """IPv4 addresses, or IPv6 ones for a host without any: more networks reach IPv4,
         and asking AAAA only when needed spares a query per host."""
-        return tuple(await self.lookup(name, "A") or await self.lookup(name, "AAAA"))
+        records = await self.lookup(name, dns.rdatatype.A) or await self.lookup(
+            name, dns.rdatatype.AAAA
+        )
+        return tuple(record.address for record in records)
+
+    # The DNS rules, in the order they apply: RFC 5321 5.1 (MX, else the implicit MX of the
+    # domain's own address), RFC 7505 (null MX), and no host the internet cannot reach.
 
     async def mail_route(self, domain: str) -> MailRoute:
-        """The DNS rules: RFC 5321 5.1 (MX, else implicit MX) and RFC 7505 (null MX)."""
         try:
-            records = await self.lookup(domain, "MX")
+            records = await self.lookup(domain, dns.rdatatype.MX)
         except NoSuchDomain:
             return MailRoute(failure=NO_DOMAIN)
         except DnsError as error:
             return MailRoute(failure=dns_failure(error))
         mx = sorted(
-            (int(pref), random.random(), host.rstrip(".").lower())  # ties in random order
-            for pref, host in (record.split() for record in records)
+            (record.preference, random.random(), record.exchange)  # ties in random order
+            for record in records
         )
         if not mx:
             return await self.implicit_mx(domain)
-        if len(mx) == 1 and mx[0][2] == "":
-            return MailRoute(
-                failure=("invalid", "null_mx", "The domain publishes a null MX: it takes no mail.")
-            )
-        names = [host for _, _, host in mx if host]  # a stray "0 ." beside real MX is ignored
+        if len(mx) == 1 and mx[0][2] == dns.name.root:
+            return MailRoute(failure=NULL_MX)
+        names = [  # a stray "0 ." beside real MX is ignored
+            host.to_text(omit_final_dot=True).lower() for _, _, host in mx if host != dns.name.root
+        ]
         results = await asyncio.gather(
             *(self.host_addresses(name) for name in names), return_exceptions=True
         )
@@ -607,13 +751,8 @@ class Dns:
         errors = [result for result in results if isinstance(result, DnsError)]
         if errors:  # hosts that do not exist are skipped; a failed lookup leaves no verdict
             return MailRoute(failure=dns_failure(errors[0]))
-        return MailRoute(
-            failure=(
-                "unknown",
-                "unreachable",
-                f"None of the domain's MX hosts ({', '.join(names)}) has an address.",
-            )
-        )
+        detail = f"None of the domain's MX hosts ({', '.join(names)}) has an address."
+        return MailRoute(failure=Outcome(Reason.UNREACHABLE, detail))
 
     async def implicit_mx(self, domain: str) -> MailRoute:
         try:
@@ -623,9 +762,7 @@ class Dns:
         except DnsError as error:
             return MailRoute(failure=dns_failure(error))
         if not addresses:
-            return MailRoute(
-                failure=("invalid", "no_mx", "The domain has no MX record and no address.")
-            )
+            return MailRoute(failure=NO_MX)
         return self.reachable((MailHost(domain, addresses),))
 
     def reachable(self, hosts: tuple[MailHost, ...]) -> MailRoute:
@@ -646,11 +783,11 @@ class Dns:
             f"The domain's mail hosts have only addresses the internet cannot reach "
             f"({', '.join(private)}), so none was connected to (--allow-private allows them)."
         )
-        return MailRoute(failure=("invalid", "no_mx", detail))
+        return MailRoute(failure=Outcome(Reason.NO_MX, detail))
 
 
-def dns_failure(error: DnsError) -> tuple[str, str, str]:
-    return ("unknown", "dns_error", f"No verdict: {error}.")
+def dns_failure(error: DnsError) -> Outcome:
+    return Outcome(Reason.DNS_ERROR, f"No verdict: {error}.")
 
 
 # --- Stage 3a: the SMTP protocol (RFC 5321, RFC 2920 pipelining, RFC 3207 STARTTLS) ---------
@@ -690,8 +827,12 @@ class Reply:
         return None
 
 
-class SmtpDropped(Exception):
+class SmtpDropped(ConnectionError):
     """The connection ended, timed out or broke the protocol in the middle of a session."""
+
+
+class TlsFailed(SmtpDropped):
+    """The TLS handshake failed after the server said it was ready for it."""
 
 
 class SmtpClient:
@@ -720,6 +861,7 @@ class SmtpClient:
     async def read_reply(self) -> Reply:
         """One reply, its continuation lines ("250-...") joined (RFC 5321 4.2.1)."""
         lines: list[str] = []
+        size = 0
         self.deadline = self.loop.time() + self.timeout
         self.awaiting_reply = True
         if self.watchdog is None:
@@ -729,6 +871,11 @@ class SmtpClient:
                 raw = await self.reader.readline()
                 if not raw.endswith(b"\n"):
                     raise SmtpDropped(self.why_it_ended(f"{self.host} closed the connection"))
+                size += len(raw)
+                if size > MAX_REPLY_BYTES:
+                    raise SmtpDropped(
+                        f"{self.host} sent a reply longer than {MAX_REPLY_BYTES} bytes"
+                    )
                 line = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
                 if self.log:
                     self.log(f"smtp: {self.host} < {line}")
@@ -739,6 +886,8 @@ class SmtpClient:
                     reply = Reply(int(line[:3]), tuple(lines))
                     self.said_goodbye = reply.code == ReplyCode.CLOSING
                     return reply
+        except SmtpDropped:
+            raise
         except (ConnectionError, ValueError, ssl.SSLError) as error:
             why = f"the connection to {self.host} failed: {error}"
             raise SmtpDropped(self.why_it_ended(why)) from None
@@ -800,7 +949,7 @@ class SmtpClient:
                 async with asyncio.timeout(self.timeout):
                     await self.writer.start_tls(opportunistic_tls_context())
             except (OSError, ssl.SSLError, TimeoutError) as error:
-                raise SmtpDropped(f"TLS with {self.host} failed: {error!r}") from None
+                raise TlsFailed(f"TLS with {self.host} failed: {error!r}") from None
         return reply
 
     async def exchange(self, commands: list[str]) -> AsyncIterator[Reply]:
@@ -820,16 +969,26 @@ class SmtpClient:
         with contextlib.suppress(SmtpDropped):
             await self.command("QUIT")
 
+    def abort(self) -> None:
+        """Hang up at once, without a word: for a connection that is of no more use."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.writer.transport.abort()
+
     async def close(self) -> None:
         """Hang up. After a 221 the server closes first (RFC 5321 4.1.1.10); waiting for that
         keeps a new session from arriving while the server still counts this one."""
-        if self.said_goodbye:
-            with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(self.timeout):
-                    await self.reader.read()
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        self.writer.close()
+        try:
+            if self.said_goodbye:
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with asyncio.timeout(self.timeout):
+                        left = MAX_BYTES_AFTER_GOODBYE
+                        while left > 0 and (chunk := await self.reader.read(left)):
+                            left -= len(chunk)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.cancel()
+            self.writer.close()
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -967,14 +1126,27 @@ RECIPIENT_WORDS = re.compile(
 )
 
 
+# RFC 5321 4.5.3.1.10: a server refuses recipients beyond its limit with 452, and a client
+# SHOULD treat the 552 some servers send (Exim's recipients_max_reject) as temporary. RFC 3463
+# names the case X.5.3 (OpenSMTPD: "451 4.5.3 Too many recipients"). Such an address was not
+# asked about: it goes on in a new transaction.
+TOO_MANY_RECIPIENTS_WORDS = re.compile(r"too many recipients", re.IGNORECASE)
+
+
+def says_too_many_recipients(reply: Reply) -> bool:
+    return (400 <= reply.code < 500 or reply.code == 552) and (
+        (reply.enhanced or "").endswith(".5.3")
+        or TOO_MANY_RECIPIENTS_WORDS.search(reply.text) is not None
+    )
+
+
 @dataclass(frozen=True)
 class Rule:
     stages: frozenset[str]  # the dialogue stages it applies to
     code: re.Pattern[str]  # over the three-digit reply code
     enhanced: re.Pattern[str] | None  # over the RFC 3463 enhanced code, when the row needs one
     words: re.Pattern[str] | None  # over the reply text, when the row needs one
-    status: str
-    reason: str
+    reason: Reason
 
     @classmethod
     def row(
@@ -983,12 +1155,11 @@ class Rule:
         code: str,
         enhanced: str | None,
         words: re.Pattern[str] | None,
-        status: str,
-        reason: str,
+        reason: Reason,
     ) -> Rule:
         """A row as the table writes it, compiled once."""
         compiled = re.compile(enhanced) if enhanced else None
-        return cls(frozenset(stages.split()), re.compile(code), compiled, words, status, reason)
+        return cls(frozenset(stages.split()), re.compile(code), compiled, words, reason)
 
     def matches(self, stage: str, reply: Reply) -> bool:
         return (
@@ -1000,63 +1171,220 @@ class Rule:
 
 
 ANY_STAGE_BEFORE_RCPT = f"{GREETING} {HELLO} {MAIL}"
+R = Reason
 # fmt: off
 VERDICT_RULES = tuple(Rule.row(*row) for row in (
-    # stages                code      enhanced      words            status     reason
-    (ANY_STAGE_BEFORE_RCPT, r"4..",   None,         None,            "unknown", "temp_failure"),
-    (ANY_STAGE_BEFORE_RCPT, r"5..",   None,         None,            "unknown", "blocked"),
-    (RCPT,                  r"2..",   None,         None,            "valid",   "accepted"),
+    # stages                code       enhanced      words            reason
+    (ANY_STAGE_BEFORE_RCPT, r"4..",    None,         None,            R.TEMP_FAILURE),
+    (ANY_STAGE_BEFORE_RCPT, r"5..",    None,         None,            R.BLOCKED),
+    (RCPT,                  r"2..",    None,         None,            R.ACCEPTED),
     # X.2.2 is "mailbox full"; a 452 or 5xx may say so only in words.
-    (RCPT,                  r"[45]..", r"\d\.2\.2", None,            "risky",   "mailbox_full"),
-    (RCPT,                  r"452|5..", None,        QUOTA_WORDS,     "risky",   "mailbox_full"),
+    (RCPT,                  r"[45]..", r"\d\.2\.2", None,            R.MAILBOX_FULL),
+    (RCPT,                  r"452|5..", None,        QUOTA_WORDS,     R.MAILBOX_FULL),
+    # "Too many recipients" said with a 5xx: RFC 5321 4.5.3.1.10 has clients treat it as 4xx.
+    (RCPT,                  r"5..",    r"5\.5\.3",   None,            R.TEMP_FAILURE),
+    (RCPT,                  r"552",    None,         TOO_MANY_RECIPIENTS_WORDS, R.TEMP_FAILURE),
     # Microsoft's 5.2.122: the recipient's hourly receiving limit, gone in an hour.
-    (RCPT,                  r"5..",   r"5\.2\.122", None,            "unknown", "temp_failure"),
+    (RCPT,                  r"5..",    r"5\.2\.122", None,            R.TEMP_FAILURE),
     # 4xx: greylisting, rate limits, busy servers. Never a verdict on the mailbox.
-    (RCPT,                  r"4..",   None,         None,            "unknown", "temp_failure"),
+    (RCPT,                  r"4..",    None,         None,            R.TEMP_FAILURE),
     # Words about us (blocklists, reputation, reverse DNS, SPF/DMARC, relaying, the sender)
     # outrank every code: servers send them as bare 550s and as 5.1.x or 5.7.1 alike.
-    (RCPT,                  r"5..",   None,         POLICY_WORDS,    "unknown", "blocked"),
-    (RCPT,                  r"5..",   r"5\.1\.[78]", None,            "unknown", "blocked"),
-    (RCPT,                  r"5..",   r"5\.1\.\d+", None,            "invalid", "rejected"),
-    (RCPT,                  r"5..",   r"5\.2\.1",   None,            "invalid", "rejected"),
+    (RCPT,                  r"5..",    None,         POLICY_WORDS,    R.BLOCKED),
+    (RCPT,                  r"5..",    r"5\.1\.[78]", None,            R.BLOCKED),
+    (RCPT,                  r"5..",    r"5\.1\.\d+", None,            R.REJECTED),
+    (RCPT,                  r"5..",    r"5\.2\.1",   None,            R.REJECTED),
     # Yandex's "5.7.1 No such user!" and Exchange's "5.4.1 Recipient address rejected".
-    (RCPT,                  r"5..",   None,         RECIPIENT_WORDS, "invalid", "rejected"),
-    (RCPT,                  r"5..",   r"5\.7\.\d+", None,            "unknown", "blocked"),
-    # Any other 5xx refuses something, but has not said that it is the mailbox.
-    (RCPT,                  r"5..",   None,         None,            "unknown", "blocked"),
+    (RCPT,                  r"5..",    None,         RECIPIENT_WORDS, R.REJECTED),
+    (RCPT,                  r"5..",    r"5\.7\.\d+", None,            R.BLOCKED),
+    # Any other 5xx at RCPT refuses something without saying it is the mailbox: a bare
+    # "550 Requested action not taken", "554 5.0.0 Service unavailable", "553 sorry, that
+    # domain isn't in my list of allowed rcpthosts". In the corpus of real replies such texts
+    # are policy far more often than a missing mailbox, and "invalid" makes a user delete a
+    # customer, so it stays unknown: blocked, the raw reply beside it for whoever audits it.
+    (RCPT,                  r"5..",    None,         None,            R.BLOCKED),
 ))
 # fmt: on
+del R
 
 
-def classify(stage: str, reply: Reply) -> tuple[str, str]:
-    """(status, reason) for a reply at a stage of the dialogue: the first row that matches."""
+def classify(stage: str, reply: Reply) -> Reason:
+    """The reason a reply at a stage of the dialogue gives: the first row that matches."""
     for row in VERDICT_RULES:
         if row.matches(stage, reply):
-            return row.status, row.reason
-    return "unknown", "smtp_error"  # 1xx or 3xx where no such reply belongs
+            return row.reason
+    return Reason.SMTP_ERROR  # 1xx or 3xx where no such reply belongs
 
 
 DETAILS = {
-    "accepted": "The server accepted the mailbox and refuses made-up addresses.",
-    "catch_all": "The server accepts any address at this domain, so acceptance proves nothing.",
-    "rejected": "The server refused the mailbox itself.",
-    "mailbox_full": "The mailbox exists but is over its quota.",
-    "temp_failure": "The server deferred the check (greylisting or a rate limit): try later.",
-    "blocked": "The server refused the checker itself, so it said nothing about the mailbox.",
-    "smtp_error": "The session broke down and retries did not cure it.",
+    Reason.ACCEPTED: "The server accepted the mailbox and refuses made-up addresses.",
+    Reason.CATCH_ALL: "The server accepts any address at this domain, so acceptance proves "
+    "nothing.",
+    Reason.REJECTED: "The server refused the mailbox itself.",
+    Reason.MAILBOX_FULL: "The mailbox exists but is over its quota.",
+    Reason.TEMP_FAILURE: "The server deferred the check (greylisting or a rate limit): try later.",
+    Reason.BLOCKED: "The server refused the checker itself, so it said nothing about the mailbox.",
+    Reason.SMTP_ERROR: "The session broke down and retries did not cure it.",
 }
+# The contract's "accepted" needs a domain shown not to be catch-all.
+UNPROVEN_ACCEPTANCE = Outcome(
+    Reason.TEMP_FAILURE,
+    "The server accepted the mailbox but deferred the test with a made-up address, so "
+    "whether it accepts any address is unknown: try later.",
+)
+
+
+def outcome_of(stage: str, reply: Reply) -> Outcome:
+    reason = classify(stage, reply)
+    return Outcome(reason, DETAILS.get(reason, ""))
 
 
 # --- Stage 3b: SMTP policy (which host, how many sessions, what to do on trouble) -----------
 
 
-@dataclass
+@dataclass(eq=False)
 class Pending:
     """An address waiting for its RCPT reply; the last reply decides once retries run out."""
 
     address: Address
     attempts: int = 0
-    last_reply: Reply | None = None
+    last_reply: Reply | None = None  # a deferral (4xx) that left it to be asked again
+    last_mx: str = ""
+
+
+NO_VERDICT_REACHED = Outcome(
+    Reason.SMTP_ERROR,
+    "The checker reached no verdict for this address; this is a fault of the checker's, "
+    "please report it.",
+)
+
+
+class VerdictLedger:
+    """The one door every verdict leaves through: exactly one verdict per distinct address."""
+
+    def __init__(self, emit: Callable[[Verdict], None]) -> None:
+        self.emit = emit
+        self.undecided: set[str] = set()
+
+    def expect(self, given: str) -> None:
+        self.undecided.add(given)
+
+    def issue(
+        self,
+        given: str,
+        outcome: Outcome,
+        address: Address | None = None,
+        mx: str = "",
+        reply: Reply | None = None,
+    ) -> None:
+        """The verdict of an address, unless it has one already: the first one stands."""
+        if given not in self.undecided:
+            return
+        self.undecided.remove(given)
+        self.emit(
+            Verdict(
+                given,
+                outcome.reason.status,
+                outcome.reason,
+                outcome.detail,
+                mx or None,
+                reply.code if reply else None,
+                reply.message if reply else None,
+                flags_for(address) if address else (),
+            )
+        )
+
+    def close(self, addresses: Iterable[Address]) -> None:
+        """Work on these addresses is over: any left without a verdict gets one that says so,
+        so that a fault shows as a row, never as a missing one."""
+        for address in addresses:
+            self.issue(address.given, NO_VERDICT_REACHED, address)
+
+
+class RecipientQueue:
+    """A domain's addresses waiting to be asked, and the limits its servers have shown:
+    recipients per transaction and per session, and errors per session."""
+
+    def __init__(self, addresses: Iterable[Address]) -> None:
+        self.waiting: deque[Pending] = deque(Pending(address) for address in addresses)
+        # Each only ever shrinks, as the servers show what they take.
+        self.session_cap = self.transaction_cap = RCPTS_PER_SESSION
+        self.error_budget = ERRORS_PER_SESSION
+
+    def room(self, answered: int, errors: int) -> int:
+        """RCPTs a session may have outstanding after `answered` replies with `errors` among
+        them: never more than its remaining error budget, so that even if every one of them
+        is refused the session stays below the server's error limit."""
+        return min(self.session_cap - answered, self.transaction_cap, self.error_budget - errors)
+
+    def take(self, count: int) -> list[Pending]:
+        return [self.waiting.popleft() for _ in range(min(count, len(self.waiting)))]
+
+    def put_back(self, item: Pending, charged: bool) -> bool:
+        """Ask again in a later batch; False when a charged retry was its last (MAX_ATTEMPTS)."""
+        item.attempts += charged
+        if item.attempts >= MAX_ATTEMPTS:
+            return False
+        self.waiting.appendleft(item)
+        return True
+
+    def learn_from_too_many(self, answered_in_transaction: int, answered_in_session: int) -> None:
+        """A "too many recipients" reply after some RCPTs: per transaction when the session
+        still took RCPTs after RSET, else per session."""
+        if answered_in_transaction:
+            self.transaction_cap = min(self.transaction_cap, answered_in_transaction)
+        elif answered_in_session:
+            self.session_cap = min(self.session_cap, answered_in_session)
+
+    def learn_error_limit(self, errors: int) -> None:
+        """The server hung up after this many errors: stay further below from now on."""
+        if errors:
+            self.error_budget = max(1, min(self.error_budget, errors - 1))
+
+
+class CatchAllProbe:
+    """The made-up address asked first at a domain, and the acceptances held until it is
+    answered: a domain that accepts it accepts anything, so its acceptances prove nothing."""
+
+    def __init__(self, domain: str, seed: str) -> None:
+        # The same made-up address for a domain in every pass of a run: a greylisting server
+        # lets it through on the retry too, so the catch-all test still gets its answer.
+        digest = hashlib.sha256(f"{seed}/{domain}".encode()).hexdigest()
+        made_up = f"x{digest[:20]}"
+        self.item = Pending(Address(made_up, made_up, domain, False))
+        self.queued = True
+        self.settled = False
+        self.catch_all: bool | None = None  # None: no clear answer
+        self.held: list[tuple[Pending, Reply, str]] = []
+
+    def take(self) -> list[Pending]:
+        if not self.queued:
+            return []
+        self.queued = False
+        return [self.item]
+
+    def answered(self, reply: Reply | None) -> None:
+        """Any 2xx for the made-up address means catch-all, any 5xx that it is not (the
+        server refuses some addresses); a 4xx or no answer is asked again while attempts
+        last, and leaves it unknown after that."""
+        conclusive = reply is not None and not 400 <= reply.code < 500
+        self.item.attempts += 1
+        if not conclusive and self.item.attempts < MAX_ATTEMPTS:
+            self.queued = True
+            return
+        self.catch_all = reply.code < 400 if reply is not None and conclusive else None
+        self.settled, self.queued = True, False
+
+    def give_up(self) -> None:
+        self.settled, self.queued = True, False
+
+    def acceptance(self) -> Outcome:
+        """What an acceptance at this domain is worth, once the probe has settled."""
+        if self.catch_all:
+            return Outcome(Reason.CATCH_ALL, DETAILS[Reason.CATCH_ALL])
+        if self.catch_all is None:
+            return UNPROVEN_ACCEPTANCE
+        return Outcome(Reason.ACCEPTED, DETAILS[Reason.ACCEPTED])
 
 
 class HostGate:
@@ -1065,21 +1393,67 @@ class HostGate:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use = 0
-        self.changed = asyncio.Condition()
+        self.waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.in_use < self.capacity)
-            self.in_use += 1
+        while self.in_use >= self.capacity:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self.wake()  # woken, then cancelled: the turn goes to the next one
+                raise
+        self.in_use += 1
 
-    async def release(self) -> None:
-        async with self.changed:
-            self.in_use -= 1
-            self.changed.notify_all()
+    def release(self) -> None:
+        self.in_use -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def shrink(self) -> None:
         """The host refused one session of those in use: keep one fewer from now on."""
         self.capacity = max(1, self.in_use - 1)
+
+
+# How many MX hosts of how many domains must fail to connect, with no connection made yet,
+# before a run concludes that this machine cannot reach port 25 at all.
+PORT_25_EVIDENCE = 5
+PORT_25_BLOCKED = Outcome(
+    Reason.UNREACHABLE,
+    "Not tried: outbound port 25 looks blocked from this machine (the first MX hosts of "
+    "several domains could not be connected to).",
+)
+
+
+class PortWatch:
+    """Tells from the first connections of a run whether outbound port 25 is blocked here."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.failed_hosts: set[str] = set()
+        self.failed_domains: set[str] = set()
+        self.blocked = asyncio.Event()
+
+    def failed(self, host: str, domain: str) -> bool:
+        """Count a host that could not be connected to; True when that settles it."""
+        if self.connected or self.blocked.is_set():
+            return False
+        self.failed_hosts.add(host)
+        self.failed_domains.add(domain)
+        if min(len(self.failed_hosts), len(self.failed_domains)) < PORT_25_EVIDENCE:
+            return False
+        self.blocked.set()
+        return True
 
 
 class HostTrouble(Exception):
@@ -1087,214 +1461,163 @@ class HostTrouble(Exception):
 
     def __init__(
         self,
-        reason: str,
-        detail: str,
+        outcome: Outcome,
         reply: Reply | None = None,
         retry_later: bool = False,
         mx: str = "",  # the host that answered, when one did
     ) -> None:
-        super().__init__(detail)
-        self.reason, self.detail, self.reply, self.retry_later = reason, detail, reply, retry_later
-        self.mx = mx
+        super().__init__(outcome.detail)
+        self.outcome, self.reply, self.retry_later, self.mx = outcome, reply, retry_later, mx
+
+
+def unreachable(detail: str) -> HostTrouble:
+    return HostTrouble(Outcome(Reason.UNREACHABLE, detail))
 
 
 @dataclass
 class TransactionOutcome:
-    answered: int = 0  # RCPTs that got a reply of their own (452 "too many" not counted)
+    answered: int = 0  # RCPTs that got a reply of their own ("too many recipients" not counted)
     errors: int = 0  # 4xx and 5xx replies, which servers count against a session
-    too_many: list[Pending] = field(default_factory=list)  # refused with 452 too many
     closing: bool = False  # the server hung up or said 421: the session is over
     quit_sent: bool = False  # QUIT went with the batch and was answered
 
 
-TOO_MANY_RECIPIENTS = re.compile(r"too many recipients", re.IGNORECASE)
 TOO_MANY_CONNECTIONS = re.compile(
     r"too many (connections|concurrent|sessions)|concurrent connections|connection limit",
     re.IGNORECASE,
 )
 
 
-class DomainCheck:
-    """All SMTP work for one domain: a queue of addresses shared by up to N sessions.
+@dataclass
+class Session:
+    """One SMTP connection to an MX host, with the slots it holds."""
 
-    The probe, a made-up address that cannot exist, rides first in the domain's first batch;
-    acceptances are held until it is answered, then become accepted or catch_all.
-    """
+    client: SmtpClient
+    mx: str
+    gate: HostGate
+    answered: int = 0  # RCPT replies so far
+    errors: int = 0  # of them, and of MAIL FROM, the refusals
+
+
+class DomainCheck:
+    """Drives one domain's SMTP sessions: connects to its MX hosts in order and asks its
+    queued addresses in pipelined transactions, each reply going to the ledger."""
 
     def __init__(
-        self,
-        checker: Checker,
-        domain: str,
-        addresses: list[Address],
-        hosts: tuple[MailHost, ...],
-        emit: Callable[[Verdict], None],
+        self, checker: Checker, domain: str, addresses: list[Address], hosts: tuple[MailHost, ...]
     ) -> None:
-        self.checker, self.options = checker, checker.options
-        self.hosts, self.emit = list(hosts), emit
-        self.queue: deque[Pending] = deque(Pending(address) for address in addresses)
-        # The same made-up address for a domain in every pass of a run: a greylisting server
-        # lets it through on the retry too, so the catch-all test still gets its answer.
-        digest = hashlib.sha256(f"{self.options.probe_seed}/{domain}".encode()).hexdigest()
-        made_up = f"x{digest[:20]}"
-        self.probe: Pending | None = Pending(Address(made_up, made_up, domain, False))
-        self.probe_queued = True
-        self.catch_all: bool | None = None  # None: the probe has no clear answer (yet)
-        self.held: list[tuple[Pending, Reply, str]] = []  # acceptances waiting for the probe
+        self.checker, self.options, self.ledger = checker, checker.options, checker.ledger
+        self.domain = domain
+        self.hosts = list(hosts)
+        self.queue = RecipientQueue(addresses)
+        self.probe = CatchAllProbe(domain, self.options.probe_seed)
         self.host_failures: list[HostTrouble] = []
-        self.replies = self.errors = 0  # the domain's record so far, to size the next batch
-        # What the domain's servers have shown they take; each only ever shrinks.
-        self.session_cap = self.transaction_cap = RCPTS_PER_SESSION
-        self.error_budget = ERRORS_PER_SESSION
-
-    # -- the queue --
 
     def has_work(self) -> bool:
-        return bool(self.queue) or self.probe_queued
+        return bool(self.queue.waiting) or self.probe.queued
 
-    def take_batch(self, size: int) -> list[Pending]:
-        batch: list[Pending] = []
-        if self.probe_queued and self.probe:
-            self.probe_queued = False
-            batch.append(self.probe)
-        while self.queue and len(batch) < size:
-            batch.append(self.queue.popleft())
-        return batch
-
-    def batch_size(self, room: int, error_budget: int) -> int:
-        """As many RCPTs as the session has room for, if the errors they are likely to
-        cost (judged from this domain's replies so far) stay within the error budget."""
-        error_rate = (self.errors + 1.5) / (self.replies + 10)  # 15% before any reply
-        return max(1, min(room, int(error_budget / error_rate)))
-
-    def requeue(self, item: Pending, why: str, mx: str, charged: bool = True) -> None:
-        """Ask again in a later batch. A charged retry counts against the address: after
-        MAX_ATTEMPTS its last reply decides, or smtp_error when it never got one."""
-        item.attempts += charged
-        if item is self.probe:
-            if item.attempts < MAX_ATTEMPTS:
-                self.probe_queued = True
-            else:
-                self.settle_probe(item.last_reply)
-        elif item.attempts < MAX_ATTEMPTS:
-            self.queue.appendleft(item)
-        elif item.last_reply is not None:
-            self.decide(item, RCPT, item.last_reply, mx)
-        else:
-            self.finish(item, "unknown", "smtp_error", f"{DETAILS['smtp_error']} ({why})", mx)
-
-    def requeue_unanswered(self, items: list[Pending], why: str, mx: str) -> None:
-        """The session ended under a batch: only the address it ended at is charged, so a
-        server that hangs up after N commands still lets every address through in time."""
-        for position, item in enumerate(reversed(items)):  # appendleft keeps their order
-            self.requeue(item, why, mx, charged=position == len(items) - 1)
+    def take_batch(self, room: int) -> list[Pending]:
+        """The probe first while it waits for an answer, then queued addresses."""
+        batch = self.probe.take()[:room]
+        return batch + self.queue.take(room - len(batch))
 
     # -- verdicts --
 
     def record(self, item: Pending, reply: Reply, mx: str) -> None:
         """A final RCPT reply; an acceptance waits until the probe has told catch-all."""
-        self.replies += 1
-        self.errors += reply.code >= 400
-        if item is self.probe:
-            self.settle_probe(reply)
-        elif reply.code < 400 and self.probe is not None:
-            self.held.append((item, reply, mx))
-        else:
-            self.decide(item, RCPT, reply, mx)
-
-    def settle_probe(self, reply: Reply | None) -> None:
-        """Any 2xx for the made-up address means catch-all, any 5xx that it is not (the
-        server refuses some addresses); a 4xx or no answer leaves it unknown."""
-        code = reply.code if reply else None
-        conclusive = code is not None and not 400 <= code < 500
-        if not conclusive and self.probe and self.probe.attempts + 1 < MAX_ATTEMPTS:
-            self.probe.attempts += 1
-            self.probe_queued = True  # ask once more in the next batch
+        if item is self.probe.item:
+            self.probe.answered(reply)
+            if self.probe.settled:
+                self.release_held()
             return
-        self.catch_all = code < 400 if code is not None and conclusive else None
-        self.probe = None
-        self.probe_queued = False
-        held, self.held = self.held, []
-        for item, accepted, mx in held:
-            self.decide(item, RCPT, accepted, mx)
+        outcome = outcome_of(RCPT, reply)
+        if outcome.reason != Reason.ACCEPTED:
+            self.ledger.issue(item.address.given, outcome, item.address, mx, reply)
+        elif self.probe.settled:
+            self.ledger.issue(item.address.given, self.probe.acceptance(), item.address, mx, reply)
+        else:
+            self.probe.held.append((item, reply, mx))
 
-    def decide(self, item: Pending, stage: str, reply: Reply, mx: str) -> None:
-        status, reason = classify(stage, reply)
-        detail = DETAILS.get(reason, "")
-        if reason == "accepted" and self.catch_all:
-            status, reason, detail = "risky", "catch_all", DETAILS["catch_all"]
-        elif reason == "accepted" and self.catch_all is None:
-            # The contract's "accepted" needs a domain shown not to be catch-all.
-            status, reason = "unknown", "temp_failure"
-            detail = (
-                "The server accepted the mailbox but deferred the test with a made-up address, "
-                "so whether it accepts any address is unknown: try later."
-            )
-        self.finish(item, status, reason, detail, mx, reply)
+    def release_held(self) -> None:
+        held, self.probe.held = self.probe.held, []
+        for item, reply, mx in held:
+            self.ledger.issue(item.address.given, self.probe.acceptance(), item.address, mx, reply)
 
-    def finish(
-        self,
-        item: Pending,
-        status: str,
-        reason: str,
-        detail: str,
-        mx: str = "",
-        reply: Reply | None = None,
-    ) -> None:
-        self.emit(
-            Verdict(
+    def put_back(self, item: Pending, why: str, mx: str, charged: bool = True) -> None:
+        """Ask again later. A charged retry counts against the address: after MAX_ATTEMPTS
+        its last reply decides, or smtp_error when it never got one."""
+        if item is self.probe.item:
+            if charged:
+                self.probe.answered(item.last_reply)
+                if self.probe.settled:
+                    self.release_held()
+            else:
+                self.probe.queued = True
+        elif self.queue.put_back(item, charged):
+            pass
+        elif item.last_reply is not None:
+            self.ledger.issue(
                 item.address.given,
-                status,
-                reason,
-                detail,
-                mx or None,
-                reply.code if reply else None,
-                reply.message if reply else None,
-                flags_for(item.address),
+                outcome_of(RCPT, item.last_reply),
+                item.address,
+                item.last_mx,
+                item.last_reply,
             )
-        )
+        else:
+            outcome = Outcome(Reason.SMTP_ERROR, f"{DETAILS[Reason.SMTP_ERROR]} ({why})")
+            self.ledger.issue(item.address.given, outcome, item.address, mx)
+
+    def put_back_unanswered(self, items: list[Pending], why: str, mx: str) -> None:
+        """The session ended under a batch: only the address it ended at is charged, so a
+        server that hangs up after N commands still lets every address through in time."""
+        for position, item in enumerate(reversed(items)):  # appendleft keeps their order
+            self.put_back(item, why, mx, charged=position == len(items) - 1)
 
     def give_up(self, trouble: HostTrouble) -> None:
         """No host would talk to us: every queued address gets the same unknown verdict."""
-        leftovers, self.queue = list(self.queue), deque()
-        self.probe_queued = False
+        leftovers = self.take_batch(len(self.queue.waiting) + 1)
         for item in leftovers:
-            self.finish(item, "unknown", trouble.reason, trouble.detail, trouble.mx, trouble.reply)
+            if item is not self.probe.item:
+                self.ledger.issue(
+                    item.address.given, trouble.outcome, item.address, trouble.mx, trouble.reply
+                )
+        self.probe.give_up()
 
     # -- sessions --
 
     async def run(self) -> None:
-        needed = -(-(len(self.queue) + 1) // RCPTS_PER_SESSION)
+        needed = -(-(len(self.queue.waiting) + 1) // RCPTS_PER_SESSION)
         sessions = max(1, min(self.options.host_connections, needed))
         await asyncio.gather(*(self.session_loop() for _ in range(sessions)))
-        if self.probe is not None or self.held:
-            self.probe = None
-            self.settle_probe(None)
+        if not self.probe.settled:
+            self.probe.give_up()
+        self.release_held()
 
     async def session_loop(self) -> None:
         while self.has_work():
             # The first batch is claimed before connecting, so that no session is opened for
             # work that another session has taken meanwhile.
-            room = min(self.session_cap, self.transaction_cap)
-            batch = self.take_batch(self.batch_size(room, self.error_budget))
+            batch = self.take_batch(self.queue.room(0, 0))
             if not batch:
                 return
             try:
-                client, gate, mx = await self.connect()
+                session = await self.connect()
             except HostTrouble as trouble:
                 for item in reversed(batch):
-                    self.requeue(item, trouble.detail, "", charged=False)
+                    self.put_back(item, trouble.outcome.detail, "", charged=False)
                 self.give_up(trouble)
                 return
             try:
-                if not await self.converse(client, mx, batch):
-                    await client.quit()
+                if not await self.converse(session, batch):
+                    await session.client.quit()
             except SmtpDropped:
                 pass  # what was in flight is back in the queue; the loop reconnects
             finally:
-                await client.close()
-                await gate.release()
+                await session.client.close()
+                session.gate.release()
+                self.checker.sockets.release()
 
-    async def connect(self) -> tuple[SmtpClient, HostGate, str]:
+    async def connect(self) -> Session:
         """Greet the first MX host that will talk to us; the others, in MX order, stand by."""
         tries = 0
         while self.hosts:
@@ -1314,59 +1637,69 @@ class DomainCheck:
 
     def worst_failure(self) -> HostTrouble:
         """A refusal tells more than a deferral, and a deferral more than silence."""
-        for reason in ("blocked", "temp_failure", "smtp_error", "unreachable"):
+        for reason in (Reason.BLOCKED, Reason.TEMP_FAILURE, Reason.SMTP_ERROR, Reason.UNREACHABLE):
             for trouble in self.host_failures:
-                if trouble.reason == reason:
+                if trouble.outcome.reason == reason:
                     return trouble
-        return HostTrouble("unreachable", "No MX host could be connected to.")
+        return unreachable("No MX host could be connected to.")
 
-    async def open_host(self, host: MailHost) -> tuple[SmtpClient, HostGate, str]:
+    async def open_host(self, host: MailHost) -> Session:
         silent = []
         for ip in host.addresses:
             gate = self.checker.gate_for(ip)
             await gate.acquire()
             try:
-                return await self.greet(host.name, ip, gate), gate, host.name
+                await self.checker.sockets.acquire()
+            except BaseException:
+                gate.release()
+                raise
+            try:
+                client = await self.greet(host.name, ip, gate)
             except HostTrouble as trouble:
-                await gate.release()
-                if trouble.reason != "unreachable":
+                gate.release()
+                self.checker.sockets.release()
+                if trouble.outcome.reason != Reason.UNREACHABLE or trouble.outcome is (
+                    PORT_25_BLOCKED
+                ):
                     raise
-                silent.append(trouble.detail)
-        raise HostTrouble("unreachable", "; ".join(silent))
+                silent.append(trouble.outcome.detail)
+                continue
+            except BaseException:
+                gate.release()
+                self.checker.sockets.release()
+                raise
+            return Session(client, host.name, gate)
+        raise unreachable("; ".join(silent))
 
     async def greet(self, name: str, ip: str, gate: HostGate) -> SmtpClient:
-        """Connect, read the greeting, EHLO, and STARTTLS when the server offers it."""
-        options = self.options
+        """Connect, read the greeting, EHLO, and STARTTLS when the server offers it; when TLS
+        fails after "220 ready", once more without it, as MTAs do for opportunistic TLS
+        (RFC 7435)."""
         label = f"{name}[{ip}]"
-        try:
-            if self.checker.proxy:
-                opening = socks5_connect(self.checker.proxy, ip, options.smtp_port)
-            else:
-                opening = asyncio.open_connection(ip, options.smtp_port)
-            async with asyncio.timeout(options.timeout):
-                reader, writer = await opening
-        except TimeoutError:
-            detail = f"{label}: no connection within {options.timeout:g} s."
-            raise HostTrouble("unreachable", detail) from None
-        except OSError as error:
-            why = str(error) if isinstance(error, ProxyError) else error.strerror or repr(error)
-            raise HostTrouble("unreachable", f"{label}: {why}.") from None
-        client = SmtpClient(reader, writer, label, options.timeout, options.log)
+        reader, writer = await self.checker.open_connection(name, ip, self.domain)
+        client = SmtpClient(reader, writer, label, self.options.timeout, self.options.log)
         try:
             self.check_opening(GREETING, await client.read_reply(), name, label, gate)
             helo = await self.checker.helo_name()
             self.check_opening(HELLO, await client.hello(helo), name, label, gate)
-            if (
-                "STARTTLS" in client.extensions
-                and (await client.starttls()).code == ReplyCode.SERVICE_READY
-            ):
-                self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+            if "STARTTLS" in client.extensions and ip not in self.checker.tls_failed:
+                try:
+                    ready = await client.starttls()
+                except TlsFailed:
+                    self.checker.tls_failed.add(ip)
+                    client.abort()
+                    return await self.greet(name, ip, gate)
+                if ready.code == ReplyCode.SERVICE_READY:
+                    self.check_opening(HELLO, await client.hello(helo), name, label, gate)
         except SmtpDropped as error:  # its message names the host already
-            await client.close()
-            raise HostTrouble("unreachable", f"{error}.") from None
+            client.abort()
+            raise unreachable(f"{error}.") from None
         except HostTrouble:
             await client.quit()
             await client.close()
+            raise
+        except BaseException:
+            client.abort()
             raise
         return client
 
@@ -1379,54 +1712,47 @@ class DomainCheck:
         )
         if too_many:
             gate.shrink()
-        _, reason = classify(stage, reply)
         detail = f"{label} refused the session at {stage}: {reply.message}"
-        raise HostTrouble(reason, detail, reply, retry_later=too_many, mx=name)
+        outcome = Outcome(classify(stage, reply), detail)
+        raise HostTrouble(outcome, reply, retry_later=too_many, mx=name)
 
-    async def converse(self, client: SmtpClient, mx: str, batch: list[Pending]) -> bool:
+    async def converse(self, session: Session, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
 
-        Returns whether QUIT has been said: it rides with the batch that fills the session.
-        A "452 too many recipients" teaches the domain's limits: per transaction when the
-        same session still takes RCPTs after RSET, else per session.
+        Returns whether QUIT has been said: it rides with the batch that empties the queue.
         """
-        sent = errors = 0
         first = True
         while batch:
-            last = sent + len(batch) >= self.session_cap or not self.has_work()
-            outcome = await self.transaction(client, mx, batch, reset=not first, quit=last)
+            last = not self.has_work()
+            outcome = await self.transaction(session, batch, reset=not first, quit=last)
             first = False
-            sent += outcome.answered
-            errors += outcome.errors
-            if outcome.too_many:
-                if outcome.answered:
-                    self.transaction_cap = min(self.transaction_cap, outcome.answered)
-                elif sent:
-                    self.session_cap = min(self.session_cap, sent)
-                for item in reversed(outcome.too_many):  # nothing accepted yet: charge them
-                    self.requeue(item, f"{mx} took no more recipients", mx, charged=not sent)
             if outcome.closing:
-                if errors and outcome.answered:  # hung up on our errors: stay further below
-                    self.error_budget = max(1, min(self.error_budget, errors - 1))
-                raise SmtpDropped(f"{mx} closed the session")
+                if outcome.answered:  # hung up on our errors: stay further below
+                    self.queue.learn_error_limit(session.errors)
+                raise SmtpDropped(f"{session.mx} closed the session")
             if outcome.quit_sent:
                 return True
-            if errors >= self.error_budget or sent >= self.session_cap:
+            room = self.queue.room(session.answered, session.errors)
+            if room <= 0:
                 return False
-            room = min(self.session_cap - sent, self.transaction_cap)
-            batch = self.take_batch(self.batch_size(room, self.error_budget - errors))
+            batch = self.take_batch(room)
         return False
 
     async def transaction(
-        self, client: SmtpClient, mx: str, batch: list[Pending], reset: bool, quit: bool
+        self, session: Session, batch: list[Pending], reset: bool, quit: bool
     ) -> TransactionOutcome:
-        """MAIL FROM and a batch of RCPT TO, pipelined when the server allows (RFC 2920)."""
+        """MAIL FROM and a batch of RCPT TO, pipelined when the server allows (RFC 2920).
+        Whatever happens, each address of the batch leaves with a verdict or back in the
+        queue."""
+        client, mx = session.client, session.mx
         outcome = TransactionOutcome()
         utf8 = "SMTPUTF8" in client.extensions
         for item in [item for item in batch if item.address.needs_smtputf8 and not utf8]:
             batch.remove(item)
             detail = f"{mx} does not support SMTPUTF8, which this address needs (RFC 6531)."
-            self.finish(item, "unknown", "smtp_error", detail, mx)
+            self.ledger.issue(
+                item.address.given, Outcome(Reason.SMTP_ERROR, detail), item.address, mx
+            )
         if not batch:
             return outcome
         mail = f"MAIL FROM:<{self.options.mail_from}>"
@@ -1437,31 +1763,40 @@ class DomainCheck:
         pipelined = quit and "PIPELINING" in client.extensions
         replies = client.exchange([*commands, "QUIT"] if pipelined else commands)
         unanswered = list(batch)
+        too_many: list[Pending] = []
+        answered_before = session.answered
         try:
             if reset:
                 await anext(replies)
             mail_reply = await anext(replies)
             if mail_reply.code >= 400:
+                session.errors += 1
                 outcome.errors += 1
                 outcome.closing = mail_reply.code == ReplyCode.SERVICE_NOT_AVAILABLE
                 if not outcome.closing and "PIPELINING" in client.extensions:
                     async for _ in replies:  # the pipelined RCPTs still get (503) replies
                         pass
                     outcome.quit_sent = pipelined
-                self.refused_at_mail(mail_reply, batch, mx)
+                refused, unanswered = unanswered, []
+                self.refused_at_mail(mail_reply, refused, mx)
                 return outcome
             for item in batch:
                 reply = await anext(replies)
                 unanswered.remove(item)
-                if reply.code == 452 and TOO_MANY_RECIPIENTS.search(reply.text):
-                    outcome.too_many.append(item)
+                if reply.code >= 400:
+                    session.errors += 1
+                    outcome.errors += 1
+                if says_too_many_recipients(reply):
+                    item.last_reply, item.last_mx = reply, mx
+                    too_many.append(item)
                     continue
-                item.last_reply = reply
+                session.answered += 1
                 outcome.answered += 1
-                outcome.errors += reply.code >= 400
                 if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
                     outcome.closing = True
-                    self.requeue_unanswered([item, *unanswered], f"{mx} closed the session", mx)
+                    item.last_reply, item.last_mx = reply, mx
+                    ended, unanswered = [item, *unanswered], []
+                    self.put_back_unanswered(ended, f"{mx} closed the session", mx)
                     return outcome
                 self.record(item, reply, mx)
             if pipelined:
@@ -1469,31 +1804,54 @@ class DomainCheck:
                 outcome.quit_sent = True
             return outcome
         except SmtpDropped as error:
-            self.requeue_unanswered(unanswered, str(error), mx)
+            ended, unanswered = unanswered, []
+            self.put_back_unanswered(ended, str(error), mx)
             raise
         finally:
             await replies.aclose()
+            if too_many:
+                self.queue.learn_from_too_many(outcome.answered, answered_before)
+                for item in reversed(too_many):  # charged only when nothing was answered
+                    why = f"{mx} took no more recipients"
+                    self.put_back(item, why, mx, charged=not session.answered)
+            for item in reversed(unanswered):  # only if something unforeseen ended it
+                self.put_back(item, "the transaction ended early", mx, charged=False)
 
     def refused_at_mail(self, mail_reply: Reply, batch: list[Pending], mx: str) -> None:
         """MAIL FROM refused: a 4xx is retried later, a 5xx is a verdict on us, not them."""
         if mail_reply.code < 500:
             for item in reversed(batch):
-                item.last_reply = mail_reply
-                self.requeue(item, f"{mx} deferred MAIL FROM", mx)
+                item.last_reply, item.last_mx = mail_reply, mx
+                self.put_back(item, f"{mx} deferred MAIL FROM", mx)
             return
+        outcome = outcome_of(MAIL, mail_reply)
         for item in batch:
-            if item is not self.probe:  # the probe stays unsettled: catch-all is unknown
-                self.decide(item, MAIL, mail_reply, mx)
-        self.give_up(HostTrouble("blocked", DETAILS["blocked"], mail_reply, mx=mx))
+            if item is not self.probe.item:  # the probe stays unsettled: catch-all is unknown
+                self.ledger.issue(item.address.given, outcome, item.address, mx, mail_reply)
+        self.give_up(HostTrouble(outcome, mail_reply, mx=mx))
+
+
+def close_if_connected(
+    opening: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[1].transport.abort()
 
 
 class Checker:
-    """State shared by every domain of a run: the resolver and one gate per MX host."""
+    """State shared by every domain of a run: the resolver, the ledger, the connection slots
+    (one gate per MX host, a cap on open sockets) and what the run learned about the network."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, ledger: VerdictLedger) -> None:
         self.options = options
+        self.ledger = ledger
         self.dns = Dns(options)
         self.gates: dict[str, HostGate] = {}
+        self.sockets = asyncio.Semaphore(
+            options.connections or options.concurrency * options.host_connections
+        )
+        self.port_watch = PortWatch()
+        self.tls_failed: set[str] = set()  # hosts whose TLS handshake failed: plain text there
         # Whatever reaches the wire is checked here too, for callers that skip the command line.
         self.helo = check_helo_name(options.helo) if options.helo else ""
         if options.mail_from:
@@ -1512,28 +1870,105 @@ class Checker:
             self.gates[ip] = HostGate(self.options.host_connections)
         return self.gates[ip]
 
-    async def check_domain(
-        self,
-        domain: str,
-        addresses: list[Address],
-        route: MailRoute,
-        emit: Callable[[Verdict], None],
-    ) -> None:
-        if route.failure:
-            status, reason, detail = route.failure
-            for address in addresses:
-                emit(Verdict(address.given, status, reason, detail, flags=flags_for(address)))
-        elif self.options.level == Level.DNS:
-            detail = "The domain takes mail; the mailbox itself was not checked."
-            mx = route.hosts[0].name
-            for address in addresses:
-                emit(
-                    Verdict(
-                        address.given, "valid", "mx_found", detail, mx, flags=flags_for(address)
-                    )
-                )
+    async def open_connection(
+        self, name: str, ip: str, domain: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to an MX host (through the proxy, if any) within the timeout,
+        given up at once when the run has found port 25 blocked."""
+        label = f"{name}[{ip}]"
+        watch = self.port_watch
+        if watch.blocked.is_set():
+            raise HostTrouble(PORT_25_BLOCKED)
+        if self.proxy:
+            opening = asyncio.ensure_future(socks5_connect(self.proxy, ip, self.options.smtp_port))
         else:
-            await DomainCheck(self, domain, addresses, route.hosts, emit).run()
+            opening = asyncio.ensure_future(asyncio.open_connection(ip, self.options.smtp_port))
+        blocked = asyncio.ensure_future(watch.blocked.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [opening, blocked],
+                timeout=self.options.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except BaseException:
+            opening.cancel()
+            opening.add_done_callback(close_if_connected)  # it may have connected meanwhile
+            raise
+        finally:
+            blocked.cancel()
+        if opening not in done:
+            opening.cancel()
+            if watch.blocked.is_set():
+                raise HostTrouble(PORT_25_BLOCKED)
+            self.connect_failed(name, domain)
+            raise unreachable(f"{label}: no connection within {self.options.timeout:g} s.")
+        error = opening.exception()
+        if error is None:
+            watch.connected = True
+            return opening.result()
+        if not isinstance(error, OSError):
+            raise error
+        self.connect_failed(name, domain)
+        why = str(error) if isinstance(error, ProxyError) else error.strerror or repr(error)
+        raise unreachable(f"{label}: {why}.")
+
+    def connect_failed(self, name: str, domain: str) -> None:
+        if self.proxy is None and self.port_watch.failed(name, domain) and self.options.notice:
+            self.options.notice(
+                "outbound port 25 looks blocked from this machine: the first MX hosts of "
+                f"{PORT_25_EVIDENCE} domains could not be connected to, so the rest are not "
+                "tried. Check through a SOCKS5 proxy (--proxy), stop at DNS (--level dns), "
+                'or see "Port 25 blocked" in the README.'
+            )
+
+    async def check_domain(self, domain: str, addresses: list[Address], route: MailRoute) -> None:
+        try:
+            if route.failure:
+                for address in addresses:
+                    self.ledger.issue(address.given, route.failure, address)
+            elif self.options.level == Level.DNS:
+                outcome = Outcome(
+                    Reason.MX_FOUND, "The domain takes mail; the mailbox itself was not checked."
+                )
+                for address in addresses:
+                    self.ledger.issue(address.given, outcome, address, route.hosts[0].name)
+            else:
+                await DomainCheck(self, domain, addresses, route.hosts).run()
+        finally:
+            self.ledger.close(addresses)
+
+
+class RouteLookahead:
+    """The domains to check, largest first (they need the most round trips), each with its
+    mail route looked up while the domains ahead of it are checked: a worker that frees up
+    finds its next route known, and the lookups in flight stay bounded on any list."""
+
+    def __init__(self, dns: Dns, by_domain: dict[str, list[Address]], ahead: int) -> None:
+        self.dns, self.ahead = dns, ahead
+        self.jobs = deque(sorted(by_domain.items(), key=lambda job: -len(job[1])))
+        self.routes: deque[asyncio.Future[MailRoute]] = deque()  # of the first jobs, in order
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def next(self) -> tuple[str, list[Address], asyncio.Future[MailRoute]] | None:
+        if not self.jobs:
+            return None
+        self.look_ahead()
+        domain, addresses = self.jobs.popleft()
+        route = self.routes.popleft()
+        self.look_ahead()
+        return domain, addresses, route
+
+    def look_ahead(self) -> None:
+        while len(self.routes) < min(len(self.jobs), self.ahead):
+            domain = self.jobs[len(self.routes)][0]
+            self.routes.append(asyncio.ensure_future(self.dns.mail_route(domain)))
+
+    def cancel(self) -> list[asyncio.Future[MailRoute]]:
+        for route in self.routes:
+            route.cancel()
+        return list(self.routes)
 
 
 async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIterator[Verdict]:
@@ -1542,39 +1977,32 @@ async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIt
     Syntax verdicts come at once; then domains are worked on `options.concurrency` at a
     time, the largest first since they need the most round trips.
     """
-    checker = Checker(options)
+    results: asyncio.Queue[Verdict | None] = asyncio.Queue()
+    ledger = VerdictLedger(results.put_nowait)
+    checker = Checker(options, ledger)
     by_domain: dict[str, list[Address]] = {}
     for text in dict.fromkeys(addresses):
+        ledger.expect(text)
         try:
             address = parse_address(text)
         except AddressSyntaxError as error:
-            yield Verdict(text, "invalid", "syntax", str(error))
+            ledger.issue(text, Outcome(Reason.SYNTAX, str(error)))
             continue
         if options.level == Level.SYNTAX:
-            detail = "The address is well formed; nothing else was checked."
-            yield Verdict(text, "valid", "syntax_ok", detail, flags=flags_for(address))
+            outcome = Outcome(
+                Reason.SYNTAX_OK, "The address is well formed; nothing else was checked."
+            )
+            ledger.issue(text, outcome, address)
         else:
             by_domain.setdefault(address.domain, []).append(address)
-    jobs = deque(sorted(by_domain.items(), key=lambda job: -len(job[1])))
-    workers = min(options.concurrency, len(jobs))
-    del by_domain  # each job's list is released when its domain is done
-    results: asyncio.Queue[Verdict | None] = asyncio.Queue()
-    # DNS runs up to `workers` domains ahead of SMTP: a worker that frees up finds its next
-    # domain's route known, and the lookups in flight stay bounded on any list.
-    routes: dict[str, asyncio.Future[MailRoute]] = {}
-    looked_up = 0  # jobs at the head of the queue whose lookups have started
+    workers = min(options.concurrency, len(by_domain))
+    domains = RouteLookahead(checker.dns, by_domain, ahead=workers)
+    del by_domain  # each domain's list is released when its domain is done
 
     async def work() -> None:
-        nonlocal looked_up
-        while jobs:
-            while looked_up < min(len(jobs), workers):
-                ahead = jobs[looked_up][0]
-                routes[ahead] = asyncio.ensure_future(checker.dns.mail_route(ahead))
-                looked_up += 1
-            domain, domain_addresses = jobs.popleft()
-            looked_up -= 1
-            route = await routes.pop(domain)
-            await checker.check_domain(domain, domain_addresses, route, results.put_nowait)
+        while job := domains.next():
+            domain, domain_addresses, route = job
+            await checker.check_domain(domain, domain_addresses, await route)
 
     tasks = [asyncio.ensure_future(work()) for _ in range(workers)]
     all_done = asyncio.gather(*tasks)
@@ -1584,10 +2012,9 @@ async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIt
             yield verdict
         await all_done
     finally:
-        for task in [*tasks, *routes.values()]:
+        for task in tasks:
             task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(all_done, *routes.values())
+        await asyncio.gather(all_done, *domains.cancel(), return_exceptions=True)
         checker.dns.close()
 
 
@@ -1754,6 +2181,12 @@ def already_decided(path: str, style: str) -> dict[str, str]:
             f"{path} was not written as --format {style}: use the format of the run that "
             "wrote it, or another file."
         ) from None
+    for email, status in decided.items():
+        if status not in STATUSES:
+            raise UsageError(
+                f"{path} gives {printable(email)!r} the status {printable(str(status))!r}, which "
+                f"is none of {', '.join(STATUSES)}: fix that line, or use another file."
+            )
     return decided
 
 
@@ -1886,6 +2319,7 @@ def options_from(args: argparse.Namespace) -> Options:
         proxy=proxy,
         allow_private=args.allow_private or os.environ.get("ALLOW_PRIVATE", "") == "1",
         log=(lambda line: print(printable(line), file=sys.stderr)) if args.verbose else None,
+        notice=lambda line: print(f"mail_checker.py: {line}", file=sys.stderr),
     )
 
 
@@ -1952,30 +2386,26 @@ RESERVED_FILES = 32
 
 
 def fit_open_file_limit(options: Options) -> None:
-    """Make room for --concurrency domains with --host-connections sessions each: raise the
-    soft open-file limit up to the hard one, and where even that is too low (macOS allows 256
-    by default), work on fewer domains at once, since a refused socket would turn into an
-    "unreachable" verdict."""
+    """Make room for the SMTP connections that --concurrency domains with
+    --host-connections sessions each could open: raise the soft open-file limit up to the hard
+    one, and where even that is too low (macOS allows 256 by default), open fewer connections
+    at once, since a refused socket would turn into an "unreachable" verdict. Most domains need
+    one connection, so the domains still go on at --concurrency; they wait for a free socket."""
     try:
         import resource  # POSIX only; Windows has no such limit on sockets
     except ImportError:
         return
-    needed = options.concurrency * options.host_connections + RESERVED_FILES
+    wanted = options.concurrency * options.host_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
+    if soft == resource.RLIM_INFINITY or soft >= wanted + RESERVED_FILES:
         return
-    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    raised = wanted + RESERVED_FILES
+    if hard != resource.RLIM_INFINITY:
+        raised = min(raised, hard)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
         soft = raised
-    if soft < needed:
-        fitting = max(1, (soft - RESERVED_FILES) // options.host_connections)
-        print(
-            f"mail_checker.py: the open-file limit ({soft}) leaves room for {fitting} domains "
-            f"at once, not {options.concurrency} (raise it with ulimit -n).",
-            file=sys.stderr,
-        )
-        options.concurrency = fitting
+    options.connections = max(1, min(wanted, soft - RESERVED_FILES))
 
 
 def main(argv: list[str] | None = None) -> int:
