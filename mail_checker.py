@@ -1719,11 +1719,12 @@ class DomainCheck:
     async def converse(self, session: Session, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
 
-        Returns whether QUIT has been said: it rides with the batch that empties the queue.
+        Returns whether QUIT has been said: it rides with the batch that empties the queue or
+        fills the session.
         """
         first = True
         while batch:
-            last = not self.has_work()
+            last = not self.has_work() or session.answered + len(batch) >= self.queue.session_cap
             outcome = await self.transaction(session, batch, reset=not first, quit=last)
             first = False
             if outcome.closing:
@@ -1783,8 +1784,8 @@ class DomainCheck:
             for item in batch:
                 reply = await anext(replies)
                 unanswered.remove(item)
-                if reply.code >= 400:
-                    session.errors += 1
+                if reply.code >= 400 and reply.code != ReplyCode.SERVICE_NOT_AVAILABLE:
+                    session.errors += 1  # a 421 ends the session rather than counting in it
                     outcome.errors += 1
                 if says_too_many_recipients(reply):
                     item.last_reply, item.last_mx = reply, mx

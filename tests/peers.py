@@ -376,7 +376,16 @@ class SmtpScript:
     max_connections: int | None = None  # more simultaneous ones get 421 and are closed
     max_rcpt_per_transaction: int | None = None  # accepted recipients before 452
     max_rcpt_per_session: int | None = None  # RCPT commands per connection before 452
-    hard_error_limit: int | None = None  # refused RCPTs before 421 and close, like Postfix
+    # Postfix's smtpd_soft_error_limit and smtpd_error_sleep_time: once a session has made
+    # this many errors (4xx and 5xx replies), every reply waits error_sleep seconds first.
+    soft_error_limit: int | None = None
+    error_sleep: float = 1.0
+    # Postfix's smtpd_hard_error_limit: at this many errors, 421 unasked and close.
+    hard_error_limit: int | None = None
+    # What a RCPT beyond max_rcpt_per_transaction gets (Exim, OpenSMTPD and others differ).
+    too_many_recipients_reply: str = TOO_MANY_RECIPIENTS_REPLY
+    # Say "220 ready" to STARTTLS, then answer the handshake with bytes that are not TLS.
+    broken_tls: bool = False
     drop_after_rcpts: int | None = None  # RCPTs answered before the server hangs up silently
     # Each reply is sent this many seconds after the command it answers arrived (the greeting:
     # after the connection), like a network round trip; pipelined commands wait only once.
@@ -463,7 +472,9 @@ class SmtpPeer(_LoopbackService):
 
     Recorded: `sessions` (the command lines of each connection, CRLF removed and nothing else,
     so a CR, LF or NUL the client put inside a line stays visible), `connections` (opened),
-    `peak_connections` (simultaneously open), `data_attempts` (DATA commands, always refused).
+    `peak_connections` (simultaneously open), `data_attempts` (DATA commands, always refused),
+    `most_errors_in_a_session`, `soft_limit_delays` (replies held back by the soft error
+    limit) and `error_hang_ups` (sessions closed by the hard one).
     """
 
     def __init__(
@@ -481,6 +492,9 @@ class SmtpPeer(_LoopbackService):
         self.connections = 0
         self.peak_connections = 0
         self.data_attempts = 0
+        self.most_errors_in_a_session = 0
+        self.soft_limit_delays = 0
+        self.error_hang_ups = 0
         self._handler = _ScriptedHandler()
         self._lock = threading.Lock()
         self._sessions: list[list[str]] = []
@@ -529,6 +543,18 @@ class SmtpPeer(_LoopbackService):
     def _data_attempted(self) -> None:
         with self._lock:
             self.data_attempts += 1
+
+    def _error_made(self, errors_in_session: int) -> None:
+        with self._lock:
+            self.most_errors_in_a_session = max(self.most_errors_in_a_session, errors_in_session)
+
+    def _reply_delayed_for_errors(self) -> None:
+        with self._lock:
+            self.soft_limit_delays += 1
+
+    def _hung_up_for_errors(self) -> None:
+        with self._lock:
+            self.error_hang_ups += 1
 
 
 class _ScriptedHandler:
@@ -598,7 +624,7 @@ class _ScriptedHandler:
             return TOO_MANY_RECIPIENTS_IN_SESSION_REPLY
         transaction_limit = script.max_rcpt_per_transaction
         if transaction_limit is not None and len(envelope.rcpt_tos) >= transaction_limit:
-            return TOO_MANY_RECIPIENTS_REPLY
+            return script.too_many_recipients_reply
         scripted = script.scripted_rcpt_reply(address)
         if scripted is not None:
             return scripted.replace("{address}", address)
@@ -632,7 +658,7 @@ class _ScriptedSMTP(SMTP):
             hostname=script.hostname,
             ident="ESMTP",
             tls_context=_self_signed_tls_context()
-            if script.starttls or script.require_tls
+            if script.starttls or script.require_tls or script.broken_tls
             else None,
             enable_SMTPUTF8=script.smtputf8,
             loop=peer.network.loop,
@@ -641,6 +667,7 @@ class _ScriptedSMTP(SMTP):
         self.over_limit = False
         self.rcpt_commands = 0
         self.refused_rcpts = 0
+        self.errors = 0  # 4xx and 5xx replies so far, as Postfix counts them
         self.script = script
         self._peer = peer
         self._unfinished_line = b""
@@ -662,6 +689,11 @@ class _ScriptedSMTP(SMTP):
         if error is not None:
             self._closed.exception()
 
+    def eof_received(self) -> bool | None:
+        if self.script.never_greet:  # nothing reads the stream, so close when the client does
+            return False
+        return super().eof_received()
+
     def data_received(self, data: bytes) -> None:
         if self.script.reply_delay:
             # aiosmtpd answers each LF-terminated line once.
@@ -678,13 +710,21 @@ class _ScriptedSMTP(SMTP):
             transport.abort()
 
     async def push(self, status: str | bytes) -> None:
-        if not self._within_multiline_reply and self._reply_due_from:
+        starts_reply = not self._within_multiline_reply
+        if starts_reply and self._reply_due_from:
             due = self._reply_due_from.popleft() + self.script.reply_delay
             if due > self.loop.time():
                 await asyncio.sleep(due - self.loop.time())
+        soft_limit = self.script.soft_error_limit
+        if starts_reply and soft_limit is not None and self.errors >= soft_limit:
+            self._peer._reply_delayed_for_errors()  # Postfix sleeps before any reply then
+            await asyncio.sleep(self.script.error_sleep)
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         self._within_multiline_reply = text[3:4] == "-"
         await super().push(status)
+        if text[:1] in ("4", "5") and not self._within_multiline_reply:
+            self.errors += 1
+            self._peer._error_made(self.errors)
 
     async def _handle_client(self) -> None:
         assert self.transport is not None
@@ -735,10 +775,20 @@ class _ScriptedSMTP(SMTP):
             await self._hang_up()
         await super().smtp_RCPT(arg)
         error_limit = self.script.hard_error_limit
-        if error_limit is not None and self.refused_rcpts >= error_limit:
+        if error_limit is not None and self.errors >= error_limit:
             # Postfix says this unasked, right after the reply that reached the limit.
+            self._peer._hung_up_for_errors()
             await self.push(TOO_MANY_ERRORS_REPLY)
             await self._hang_up()
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not self.script.broken_tls:
+            await super().smtp_STARTTLS(arg)
+            return
+        await self.push("220 2.0.0 Ready to start TLS")
+        assert self.transport is not None
+        self.transport.write(b"this is not a TLS handshake\r\n")
+        await self._hang_up()
 
     async def smtp_DATA(self, arg: str) -> None:
         self._peer._data_attempted()
