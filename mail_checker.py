@@ -68,9 +68,12 @@ LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # RFC 5321 4.1.2 D
 
 DEFAULT_SMTP_PORT = 25
 DEFAULT_TIMEOUT = 10.0
-# Domains worked on at once. Each costs one to --host-connections sockets while in flight;
-# 100 keeps a laptop well under the common 1024 open-file limit and still fills the network.
-DEFAULT_CONCURRENCY = 100
+# Domains worked on at once. Most of a domain's time is waiting (a round trip, a greeting held
+# back, a host that never answers), so many must be in flight for the network, not the slowest
+# hosts, to set the pace. Each holds one socket most of the time; open sockets are capped by
+# the open-file limit (fit_open_file_limit), so under the common 1024 the rest simply wait,
+# and 500 connections are far below what a home router's connection table holds.
+DEFAULT_CONCURRENCY = 500
 # Simultaneous sessions to one MX host. A sending Postfix opens up to 5 at first
 # (initial_destination_concurrency), so 4 is below what any server expects of a real MTA.
 DEFAULT_HOST_CONNECTIONS = 4
