@@ -1502,19 +1502,126 @@ class Session:
     errors: int = 0  # of them, and of MAIL FROM, the refusals
 
 
+class MxHosts:
+    """Opens sessions to the first of a domain's MX hosts that will talk, in MX order."""
+
+    def __init__(self, checker: Checker, domain: str, hosts: tuple[MailHost, ...]) -> None:
+        self.checker, self.options = checker, checker.options
+        self.domain = domain
+        self.hosts = list(hosts)
+        self.failures: list[HostTrouble] = []
+
+    async def connect(self) -> Session:
+        """Greet the first MX host that will talk to us; the others, in MX order, stand by."""
+        tries = 0
+        while self.hosts:
+            host = self.hosts[0]
+            try:
+                return await self.open_host(host)
+            except HostTrouble as trouble:
+                tries += 1
+                if trouble.retry_later and tries < MAX_ATTEMPTS:
+                    await asyncio.sleep(BACKOFF_SECONDS * tries)
+                    continue
+                self.failures.append(trouble)
+                if host in self.hosts:
+                    self.hosts.remove(host)
+                tries = 0
+        raise self.worst_failure()
+
+    def worst_failure(self) -> HostTrouble:
+        """A refusal tells more than a deferral, and a deferral more than silence."""
+        for reason in (Reason.BLOCKED, Reason.TEMP_FAILURE, Reason.SMTP_ERROR, Reason.UNREACHABLE):
+            for trouble in self.failures:
+                if trouble.outcome.reason == reason:
+                    return trouble
+        return unreachable("No MX host could be connected to.")
+
+    async def open_host(self, host: MailHost) -> Session:
+        silent = []
+        for ip in host.addresses:
+            gate = self.checker.gate_for(ip)
+            await gate.acquire()
+            try:
+                await self.checker.sockets.acquire()
+            except BaseException:
+                gate.release()
+                raise
+            try:
+                client = await self.greet(host.name, ip, gate)
+            except HostTrouble as trouble:
+                gate.release()
+                self.checker.sockets.release()
+                if trouble.outcome.reason != Reason.UNREACHABLE or trouble.outcome is (
+                    PORT_25_BLOCKED
+                ):
+                    raise
+                silent.append(trouble.outcome.detail)
+                continue
+            except BaseException:
+                gate.release()
+                self.checker.sockets.release()
+                raise
+            return Session(client, host.name, gate)
+        raise unreachable("; ".join(silent))
+
+    async def greet(self, name: str, ip: str, gate: HostGate) -> SmtpClient:
+        """Connect, read the greeting, EHLO, and STARTTLS when the server offers it; when TLS
+        fails after "220 ready", once more without it, as MTAs do for opportunistic TLS
+        (RFC 7435)."""
+        label = f"{name}[{ip}]"
+        reader, writer = await self.checker.open_connection(name, ip, self.domain)
+        client = SmtpClient(reader, writer, label, self.options.timeout, self.options.log)
+        try:
+            self.check_opening(GREETING, await client.read_reply(), name, label, gate)
+            helo = await self.checker.helo_name()
+            self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+            if "STARTTLS" in client.extensions and ip not in self.checker.tls_failed:
+                try:
+                    ready = await client.starttls()
+                except TlsFailed:
+                    self.checker.tls_failed.add(ip)
+                    client.abort()
+                    return await self.greet(name, ip, gate)
+                if ready.code == ReplyCode.SERVICE_READY:
+                    self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+        except SmtpDropped as error:  # its message names the host already
+            client.abort()
+            raise unreachable(f"{error}.") from None
+        except HostTrouble:
+            await client.quit()
+            await client.close()
+            raise
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    @staticmethod
+    def check_opening(stage: str, reply: Reply, name: str, label: str, gate: HostGate) -> None:
+        if reply.code < 400:
+            return
+        too_many = reply.code == ReplyCode.SERVICE_NOT_AVAILABLE and bool(
+            TOO_MANY_CONNECTIONS.search(reply.text)
+        )
+        if too_many:
+            gate.shrink()
+        detail = f"{label} refused the session at {stage}: {reply.message}"
+        outcome = Outcome(classify(stage, reply), detail)
+        raise HostTrouble(outcome, reply, retry_later=too_many, mx=name)
+
+
 class DomainCheck:
-    """Drives one domain's SMTP sessions: connects to its MX hosts in order and asks its
-    queued addresses in pipelined transactions, each reply going to the ledger."""
+    """Asks a domain's queued addresses in pipelined transactions over the sessions MxHosts
+    opens, each reply becoming a verdict in the ledger."""
 
     def __init__(
         self, checker: Checker, domain: str, addresses: list[Address], hosts: tuple[MailHost, ...]
     ) -> None:
         self.checker, self.options, self.ledger = checker, checker.options, checker.ledger
-        self.domain = domain
-        self.hosts = list(hosts)
+        self.mx_hosts = MxHosts(checker, domain, hosts)
         self.queue = RecipientQueue(addresses)
         self.probe = CatchAllProbe(domain, self.options.probe_seed)
-        self.host_failures: list[HostTrouble] = []
 
     def has_work(self) -> bool:
         return bool(self.queue.waiting) or self.probe.queued
@@ -1604,7 +1711,7 @@ class DomainCheck:
             if not batch:
                 return
             try:
-                session = await self.connect()
+                session = await self.mx_hosts.connect()
             except HostTrouble as trouble:
                 for item in reversed(batch):
                     self.put_back(item, trouble.outcome.detail, "", charged=False)
@@ -1619,105 +1726,6 @@ class DomainCheck:
                 await session.client.close()
                 session.gate.release()
                 self.checker.sockets.release()
-
-    async def connect(self) -> Session:
-        """Greet the first MX host that will talk to us; the others, in MX order, stand by."""
-        tries = 0
-        while self.hosts:
-            host = self.hosts[0]
-            try:
-                return await self.open_host(host)
-            except HostTrouble as trouble:
-                tries += 1
-                if trouble.retry_later and tries < MAX_ATTEMPTS:
-                    await asyncio.sleep(BACKOFF_SECONDS * tries)
-                    continue
-                self.host_failures.append(trouble)
-                if host in self.hosts:
-                    self.hosts.remove(host)
-                tries = 0
-        raise self.worst_failure()
-
-    def worst_failure(self) -> HostTrouble:
-        """A refusal tells more than a deferral, and a deferral more than silence."""
-        for reason in (Reason.BLOCKED, Reason.TEMP_FAILURE, Reason.SMTP_ERROR, Reason.UNREACHABLE):
-            for trouble in self.host_failures:
-                if trouble.outcome.reason == reason:
-                    return trouble
-        return unreachable("No MX host could be connected to.")
-
-    async def open_host(self, host: MailHost) -> Session:
-        silent = []
-        for ip in host.addresses:
-            gate = self.checker.gate_for(ip)
-            await gate.acquire()
-            try:
-                await self.checker.sockets.acquire()
-            except BaseException:
-                gate.release()
-                raise
-            try:
-                client = await self.greet(host.name, ip, gate)
-            except HostTrouble as trouble:
-                gate.release()
-                self.checker.sockets.release()
-                if trouble.outcome.reason != Reason.UNREACHABLE or trouble.outcome is (
-                    PORT_25_BLOCKED
-                ):
-                    raise
-                silent.append(trouble.outcome.detail)
-                continue
-            except BaseException:
-                gate.release()
-                self.checker.sockets.release()
-                raise
-            return Session(client, host.name, gate)
-        raise unreachable("; ".join(silent))
-
-    async def greet(self, name: str, ip: str, gate: HostGate) -> SmtpClient:
-        """Connect, read the greeting, EHLO, and STARTTLS when the server offers it; when TLS
-        fails after "220 ready", once more without it, as MTAs do for opportunistic TLS
-        (RFC 7435)."""
-        label = f"{name}[{ip}]"
-        reader, writer = await self.checker.open_connection(name, ip, self.domain)
-        client = SmtpClient(reader, writer, label, self.options.timeout, self.options.log)
-        try:
-            self.check_opening(GREETING, await client.read_reply(), name, label, gate)
-            helo = await self.checker.helo_name()
-            self.check_opening(HELLO, await client.hello(helo), name, label, gate)
-            if "STARTTLS" in client.extensions and ip not in self.checker.tls_failed:
-                try:
-                    ready = await client.starttls()
-                except TlsFailed:
-                    self.checker.tls_failed.add(ip)
-                    client.abort()
-                    return await self.greet(name, ip, gate)
-                if ready.code == ReplyCode.SERVICE_READY:
-                    self.check_opening(HELLO, await client.hello(helo), name, label, gate)
-        except SmtpDropped as error:  # its message names the host already
-            client.abort()
-            raise unreachable(f"{error}.") from None
-        except HostTrouble:
-            await client.quit()
-            await client.close()
-            raise
-        except BaseException:
-            client.abort()
-            raise
-        return client
-
-    @staticmethod
-    def check_opening(stage: str, reply: Reply, name: str, label: str, gate: HostGate) -> None:
-        if reply.code < 400:
-            return
-        too_many = reply.code == ReplyCode.SERVICE_NOT_AVAILABLE and bool(
-            TOO_MANY_CONNECTIONS.search(reply.text)
-        )
-        if too_many:
-            gate.shrink()
-        detail = f"{label} refused the session at {stage}: {reply.message}"
-        outcome = Outcome(classify(stage, reply), detail)
-        raise HostTrouble(outcome, reply, retry_later=too_many, mx=name)
 
     async def converse(self, session: Session, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
