@@ -81,9 +81,13 @@ DEFAULT_HOST_CONNECTIONS = 4
 # RFC 5321 4.5.3.1.8 makes servers take at least 100 recipients per transaction; half of
 # that is asked per session so that one session never looks like a harvesting run.
 RCPTS_PER_SESSION = 50
-# Postfix slows every reply down by a second after 10 errors in a session
-# (smtpd_soft_error_limit) and hangs up after 20: rejected RCPTs count, so a session
-# stops short of 10 and the rest of the domain goes on in a fresh one.
+# Postfix slows every reply down by a second once a session has made 10 errors
+# (smtpd_soft_error_limit, smtpd_error_sleep_time) and hangs up at 20: rejected RCPTs count.
+# A session never has more RCPTs outstanding than the errors it may still make
+# (RecipientQueue.room), so it stays below 10 whatever the replies. Each batch is its own
+# transaction, so a transaction carries at most 9 RCPTs too, below the more-than-10 after which
+# Debian's Exim refuses every recipient of a transaction that is mostly refused ("550 Rejected
+# for too many bad recipients").
 ERRORS_PER_SESSION = 9
 # How often an address may be put back after a dropped session or a "too many" reply.
 MAX_ATTEMPTS = 3
@@ -1124,21 +1128,24 @@ RECIPIENT_WORDS = re.compile(
     r"|(account|mailbox) (is|has been) (disabled|discontinued|inactive)|no mailbox"
     r"|no longer (valid|on server|available)|not a valid .{0,40}address|could not be found"
     r"|doesn't have a .{0,60} account|not in recipient list|not our customer"
-    r"|unallocated|recipient unavailable|disabled",
+    r"|unallocated|recipient unavailable|disabled"
+    r"|unrouteable address",  # Exim's router found no user (Debian's default configuration)
     re.IGNORECASE,
 )
 
 
 # RFC 5321 4.5.3.1.10: a server refuses recipients beyond its limit with 452, and a client
 # SHOULD treat the 552 some servers send (Exim's recipients_max_reject) as temporary. RFC 3463
-# names the case X.5.3 (OpenSMTPD: "451 4.5.3 Too many recipients"). Such an address was not
-# asked about: it goes on in a new transaction.
-TOO_MANY_RECIPIENTS_WORDS = re.compile(r"too many recipients", re.IGNORECASE)
+# names the case X.5.3 (OpenSMTPD: "451 4.5.3 Too many recipients"). Debian's Exim refuses
+# every RCPT of a transaction that has had more than 10, mostly refused, with "550 Rejected for
+# too many bad recipients" until RSET. Such an address was not asked about: it goes on in a
+# new transaction.
+TOO_MANY_RECIPIENTS_WORDS = re.compile(r"too many (bad )?recipients", re.IGNORECASE)
 
 
 def says_too_many_recipients(reply: Reply) -> bool:
-    return (400 <= reply.code < 500 or reply.code == 552) and (
-        (reply.enhanced or "").endswith(".5.3")
+    return reply.code >= 400 and (
+        (reply.enhanced or "")[1:] == ".5.3"
         or TOO_MANY_RECIPIENTS_WORDS.search(reply.text) is not None
     )
 
@@ -1186,7 +1193,7 @@ VERDICT_RULES = tuple(Rule.row(*row) for row in (
     (RCPT,                  r"452|5..", None,        QUOTA_WORDS,     R.MAILBOX_FULL),
     # "Too many recipients" said with a 5xx: RFC 5321 4.5.3.1.10 has clients treat it as 4xx.
     (RCPT,                  r"5..",    r"5\.5\.3",   None,            R.TEMP_FAILURE),
-    (RCPT,                  r"552",    None,         TOO_MANY_RECIPIENTS_WORDS, R.TEMP_FAILURE),
+    (RCPT,                  r"5..",    None,         TOO_MANY_RECIPIENTS_WORDS, R.TEMP_FAILURE),
     # Microsoft's 5.2.122: the recipient's hourly receiving limit, gone in an hour.
     (RCPT,                  r"5..",    r"5\.2\.122", None,            R.TEMP_FAILURE),
     # 4xx: greylisting, rate limits, busy servers. Never a verdict on the mailbox.
@@ -1197,6 +1204,8 @@ VERDICT_RULES = tuple(Rule.row(*row) for row in (
     (RCPT,                  r"5..",    r"5\.1\.[78]", None,            R.BLOCKED),
     (RCPT,                  r"5..",    r"5\.1\.\d+", None,            R.REJECTED),
     (RCPT,                  r"5..",    r"5\.2\.1",   None,            R.REJECTED),
+    # X.2.4, "mailing list expansion problem": how OpenSMTPD refuses an unknown virtual user.
+    (RCPT,                  r"5..",    r"5\.2\.4",   None,            R.REJECTED),
     # Yandex's "5.7.1 No such user!" and Exchange's "5.4.1 Recipient address rejected".
     (RCPT,                  r"5..",    None,         RECIPIENT_WORDS, R.REJECTED),
     (RCPT,                  r"5..",    r"5\.7\.\d+", None,            R.BLOCKED),

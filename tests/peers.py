@@ -48,13 +48,16 @@ TCP_MESSAGE_MAX = 65535  # RFC 1035 4.2.2: a two-octet length prefix
 ACCEPTED_MAIL_REPLY = "250 2.1.0 Ok"
 ACCEPTED_RCPT_REPLY = "250 2.1.5 Ok"
 # "{address}" in a scripted RCPT reply stands for the address the client asked about.
-USER_UNKNOWN_REPLY = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+# Postfix 3.7 as Debian ships it, recorded (tests/data/real-mta-transcripts.json).
+USER_UNKNOWN_REPLY = (
+    "550 5.1.1 <{address}>: Recipient address rejected: User unknown in local recipient table"
+)
 GREYLISTED_REPLY = "450 4.7.1 Greylisted, try again later"
 TOO_MANY_CONNECTIONS_REPLY = "421 4.7.0 Too many connections"
 # RFC 5321 4.5.3.1.10: 452 for recipients beyond what the server takes.
-TOO_MANY_RECIPIENTS_REPLY = "452 4.5.3 Too many recipients"
+TOO_MANY_RECIPIENTS_REPLY = "452 4.5.3 Error: too many recipients"
 TOO_MANY_RECIPIENTS_IN_SESSION_REPLY = "452 4.5.3 Too many recipients in this session"
-TOO_MANY_ERRORS_REPLY = "421 4.7.0 Error: too many errors"
+TOO_MANY_ERRORS_REPLY = "421 4.7.0 {hostname} Error: too many errors"
 STARTTLS_REQUIRED_REPLY = "530 5.7.0 Must issue a STARTTLS command first"
 DATA_REFUSED_REPLY = "554 5.5.1 DATA not allowed in tests"
 # RFC 5321 3.1: after a 554 greeting the server answers 503 to everything but QUIT.
@@ -778,7 +781,7 @@ class _ScriptedSMTP(SMTP):
         if error_limit is not None and self.errors >= error_limit:
             # Postfix says this unasked, right after the reply that reached the limit.
             self._peer._hung_up_for_errors()
-            await self.push(TOO_MANY_ERRORS_REPLY)
+            await self.push(TOO_MANY_ERRORS_REPLY.format(hostname=self.hostname))
             await self._hang_up()
 
     async def smtp_STARTTLS(self, arg: str) -> None:

@@ -123,6 +123,7 @@ def test_every_address_gets_exactly_one_verdict_whatever_the_server_does(
         "452 too many recipients",  # Exim's recipients_max
         "552 too many recipients",  # Exim's recipients_max_reject
         "451 4.5.3 Too many recipients",  # OpenSMTPD
+        "550 Rejected for too many bad recipients",  # Debian's Exim ACL, until RSET
     ],
 )
 def test_every_way_of_saying_too_many_recipients_goes_on_in_a_new_transaction(

@@ -275,7 +275,8 @@ def test_unlisted_mailbox_gets_user_unknown(start_peer: StartPeer, connect: Conn
     code, message = open_transaction(connect(peer)).rcpt("bob@example.test")
     assert (code, message) == (
         550,
-        b"5.1.1 <bob@example.test>: Recipient address rejected: User unknown",
+        b"5.1.1 <bob@example.test>: Recipient address rejected: "
+        b"User unknown in local recipient table",
     )
 
 
@@ -476,7 +477,7 @@ def test_hard_error_limit_sends_421_and_closes(start_peer: StartPeer, connect: C
     client = open_transaction(connect(peer))
     codes = [client.rcpt("nobody1@example.test")[0], client.rcpt("nobody2@example.test")[0]]
     unasked = client.getreply()
-    assert (codes, unasked) == ([550, 550], (421, b"4.7.0 Error: too many errors"))
+    assert (codes, unasked) == ([550, 550], (421, b"4.7.0 mx.example.test Error: too many errors"))
     with pytest.raises(smtplib.SMTPServerDisconnected):
         client.noop()
 
