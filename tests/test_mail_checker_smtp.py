@@ -357,10 +357,11 @@ def test_server_limit_loses_no_address(
     }
 
 
-def test_connection_limit_of_the_server_loses_no_address(
+def test_connection_limit_of_the_server_is_waited_out_and_loses_no_address(
     start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
 ) -> None:
-    # Two domains on one MX host are worked on at once: the second session is refused.
+    # Two domains on one MX host are worked on at once: the second session is refused. This
+    # test alone waits out the real pause before trying such a host again.
     peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"}, max_connections=1)
     dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
     domains = ["example.test", "example.org"]
@@ -368,8 +369,13 @@ def test_connection_limit_of_the_server_loses_no_address(
     expected = {f"alice@{domain}": ("valid", "accepted") for domain in domains}
     expected |= {f"bob@{domain}": ("invalid", "rejected") for domain in domains}
     assert run.outcomes == expected
-    refused = [session for session in peer.sessions if "EHLO" not in verbs(session)]
+    sessions = peer.sessions
+    refused = [index for index, session in enumerate(sessions) if "EHLO" not in verbs(session)]
     assert refused, "the server never had to refuse a connection"
+    first_refusal = refused[0]
+    assert len(sessions) > first_refusal + 1, "the refused domain never came back"
+    pause = peer.connected_at[first_refusal + 1] - peer.connected_at[first_refusal]
+    assert pause >= mail_checker.BACKOFF_SECONDS
 
 
 def test_421_in_mid_session_leaves_the_other_verdicts_right(
