@@ -29,7 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # mail_checker.py is a top-level script, not a package
 
 HELO_NAME = "checker.example.net"
-CHECK_TIMEOUT = 2.0
+CHECK_TIMEOUT = 2.0  # far above any loopback answer: it runs out only where a test wants it
+# --timeout of the tests that wait for it to run out: loopback answers take milliseconds.
+EXPIRING_TIMEOUT = 0.3
 # Loopback addresses the SMTP peers of a test listen on, all on the test's one port.
 MX_ADDRESSES = tuple(f"127.0.2.{index}" for index in range(1, 13))
 # Settings the checker also takes from the environment or .env: none may leak into a test.

@@ -143,8 +143,9 @@ def test_malformed_proxy_url_is_a_usage_error_before_any_work(
 def test_retry_temp_checks_greylisted_addresses_again_and_reports_them_once(
     start_mx: StartMx, check: RunCli, tmp_path: Path
 ) -> None:
-    peer = start_mx("example.test", MX1, mailboxes={"alice", "bob"}, greylist_seconds=0.5)
-    arguments = ["--retry-temp", "1", "-o", "results.jsonl", ALICE, "bob@example.test"]
+    # The second pass starts --retry-temp after the first ended, so after the greylisting ended.
+    peer = start_mx("example.test", MX1, mailboxes={"alice", "bob"}, greylist_seconds=0.2)
+    arguments = ["--retry-temp", "0.3", "-o", "results.jsonl", ALICE, "bob@example.test"]
     run = check(*arguments)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
