@@ -1,4 +1,5 @@
-"""Fixtures shared by the mail_checker.py tests: loopback peers, and the checker to run at them."""
+"""Fixtures shared by the mail_checker.py tests: loopback peers, and the checker to run at them;
+and the helpers for any script run as a process: start_script, run_script, wait_for_port."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import os
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # mail_checker.py is a top-level script, not a package
 
 HELO_NAME = "checker.example.net"
-CHECK_TIMEOUT = 2.0
+CHECK_TIMEOUT = 2.0  # far above any loopback answer: it runs out only where a test wants it
+# --timeout of the tests that wait for it to run out: loopback answers take milliseconds.
+EXPIRING_TIMEOUT = 0.3
 # Loopback addresses the SMTP peers of a test listen on, all on the test's one port.
 MX_ADDRESSES = tuple(f"127.0.2.{index}" for index in range(1, 13))
 # Settings the checker also takes from the environment or .env: none may leak into a test.
@@ -33,10 +39,16 @@ CHECKER_SETTINGS = ("MAIL_FROM", "HELO_HOST", "SMTP_PROXY", "ALLOW_PRIVATE")
 
 
 @dataclass(frozen=True)
-class CheckerRun:
+class ScriptRun:
+    """What a script run in a subprocess did: its exit status and its output, decoded."""
+
     exit_status: int
     stdout: str
     stderr: str
+
+
+class CheckerRun(ScriptRun):
+    """A run of mail_checker.py; with --format json, its verdicts."""
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
@@ -47,12 +59,90 @@ class CheckerRun:
     def by_email(self) -> dict[str, dict[str, Any]]:
         return {verdict["email"]: verdict for verdict in self.verdicts}
 
+    def fields(self, *names: str) -> dict[str, tuple[Any, ...]]:
+        """The named fields of each address's verdict, in that order."""
+        return {
+            verdict["email"]: tuple(verdict[name] for name in names) for verdict in self.verdicts
+        }
+
     @property
     def outcomes(self) -> dict[str, tuple[str, str]]:
         """(status, reason) of each address."""
-        return {
-            verdict["email"]: (verdict["status"], verdict["reason"]) for verdict in self.verdicts
-        }
+        return self.fields("status", "reason")
+
+
+def start_script(
+    arguments: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin: int = subprocess.PIPE,
+    open_file_limit: tuple[int, int] | None = None,  # (soft, hard) RLIMIT_NOFILE
+) -> subprocess.Popen[bytes]:
+    """Start `python ARGUMENTS` with its stdout and stderr piped back.
+
+    The child starts with SIGINT at its default disposition, as from a terminal: a test run
+    that ignores SIGINT (as `pytest &` in a script does) would otherwise pass the ignoring on
+    through exec, and a child sent Ctrl-C would never stop.
+    """
+
+    def prepare_child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if open_file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, open_file_limit)
+
+    return subprocess.Popen(
+        [sys.executable, *map(str, arguments)],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        preexec_fn=prepare_child,
+    )
+
+
+def run_script(
+    arguments: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin: str | bytes = b"",
+    deadline: float = 60,
+    open_file_limit: tuple[int, int] | None = None,
+) -> ScriptRun:
+    """Run `python ARGUMENTS` to its end (started as start_script() does) and collect what it
+    wrote; one that outlives `deadline` seconds is killed and fails the test."""
+    process = start_script(arguments, cwd=cwd, env=env, open_file_limit=open_file_limit)
+    with process:
+        try:
+            stdout, stderr = process.communicate(
+                stdin.encode() if isinstance(stdin, str) else stdin, timeout=deadline
+            )
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    return ScriptRun(
+        process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+    )
+
+
+def wait_until(condition: Callable[[], bool], deadline: float = 30) -> None:
+    """Poll for a state of the world, failing the test if it never comes."""
+    give_up = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < give_up, "the awaited state never came"
+        time.sleep(0.02)
+
+
+def wait_for_port(host: str, port: int) -> None:
+    """Wait until something accepts TCP connections at host:port (a server started apart)."""
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex((host, port)) == 0
+
+    wait_until(listening)
 
 
 def rcpt_addresses(peer: SmtpPeer) -> list[str]:
@@ -138,47 +228,52 @@ def run_cli(checker_script: Path, tmp_path: Path) -> RunCli:
 
     def run(
         *arguments: str,
-        stdin: str | bytes = "",
+        stdin: str | bytes = b"",
         env: dict[str, str] | None = None,
         deadline: float = 60,
-        open_file_limit: tuple[int, int] | None = None,  # (soft, hard) RLIMIT_NOFILE
+        open_file_limit: tuple[int, int] | None = None,
     ) -> CheckerRun:
-        def limit_open_files() -> None:
-            if open_file_limit is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, open_file_limit)
-
-        process = subprocess.run(
-            [sys.executable, str(checker_script), *arguments],
-            input=stdin.encode() if isinstance(stdin, str) else stdin,
-            capture_output=True,
+        done = run_script(
+            [checker_script, *arguments],
             cwd=tmp_path,
             env=checker_environment(env),
-            timeout=deadline,
-            preexec_fn=limit_open_files if open_file_limit else None,
+            stdin=stdin,
+            deadline=deadline,
+            open_file_limit=open_file_limit,
         )
-        return CheckerRun(
-            process.returncode,
-            process.stdout.decode("utf-8", "replace"),
-            process.stderr.decode("utf-8", "replace"),
-        )
+        return CheckerRun(done.exit_status, done.stdout, done.stderr)
 
     return run
 
 
+def checker_args(
+    *dns_servers: str,
+    smtp_port: int,
+    helo: str | None = HELO_NAME,  # None: the checker finds its own
+    timeout: float = CHECK_TIMEOUT,
+    allow_private: bool = True,
+) -> list[str]:
+    """Options that point the checker at loopback peers: the DNS servers (HOST:PORT) to ask
+    and the port every SMTP peer of the test listens on."""
+    arguments = [option for server in dns_servers for option in ("--dns-server", server)]
+    arguments += ["--smtp-port", str(smtp_port), "--timeout", f"{timeout:g}"]
+    if helo is not None:
+        arguments += ["--helo", helo]
+    if allow_private:
+        arguments.append("--allow-private")  # the peers listen on loopback
+    return arguments
+
+
 @pytest.fixture
 def network_args(dns_responder: DnsResponder, mx_port: int) -> list[str]:
-    """Options that point the checker at the test's peers, with a short timeout."""
-    return [
-        "--dns-server",
-        dns_responder.server_arg,
-        "--smtp-port",
-        str(mx_port),
-        "--helo",
-        HELO_NAME,
-        "--timeout",
-        f"{CHECK_TIMEOUT:g}",
-        "--allow-private",  # the peers listen on loopback
-    ]
+    """Options that point the checker at the test's peers."""
+    return checker_args(dns_responder.server_arg, smtp_port=mx_port)
+
+
+@pytest.fixture
+def args_without_helo(dns_responder: DnsResponder, mx_port: int) -> list[str]:
+    """network_args without --helo, leaving the checker to find its HELO name."""
+    return checker_args(dns_responder.server_arg, smtp_port=mx_port, helo=None)
 
 
 @pytest.fixture

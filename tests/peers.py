@@ -474,8 +474,9 @@ class SmtpPeer(_LoopbackService):
     """An SMTP server on `address`:`port` that answers as `script` says and records the client.
 
     Recorded: `sessions` (the command lines of each connection, CRLF removed and nothing else,
-    so a CR, LF or NUL the client put inside a line stays visible), `connections` (opened),
-    `peak_connections` (simultaneously open), `data_attempts` (DATA commands, always refused),
+    so a CR, LF or NUL the client put inside a line stays visible), `connected_at` (the
+    time.monotonic() at which each of them opened), `connections` (opened), `peak_connections`
+    (simultaneously open), `data_attempts` (DATA commands, always refused),
     `most_errors_in_a_session`, `soft_limit_delays` (replies held back by the soft error
     limit) and `error_hang_ups` (sessions closed by the hard one).
     """
@@ -501,6 +502,7 @@ class SmtpPeer(_LoopbackService):
         self._handler = _ScriptedHandler()
         self._lock = threading.Lock()
         self._sessions: list[list[str]] = []
+        self._connected_at: list[float] = []
         self._live: set[_ScriptedSMTP] = set()
         self._server: asyncio.Server | None = None
 
@@ -508,6 +510,11 @@ class SmtpPeer(_LoopbackService):
     def sessions(self) -> list[list[str]]:
         with self._lock:
             return [list(lines) for lines in self._sessions]
+
+    @property
+    def connected_at(self) -> list[float]:
+        with self._lock:
+            return list(self._connected_at)
 
     def all_commands(self) -> list[str]:
         return [line for lines in self.sessions for line in lines]
@@ -533,6 +540,7 @@ class SmtpPeer(_LoopbackService):
             self._live.add(protocol)
             self.peak_connections = max(self.peak_connections, len(self._live))
             self._sessions.append(protocol.lines)
+            self._connected_at.append(time.monotonic())
         return limit is None or in_session < limit
 
     def _connection_closed(self, protocol: _ScriptedSMTP) -> None:

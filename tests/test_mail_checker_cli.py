@@ -9,32 +9,25 @@ import os
 import pty
 import resource
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import (
     MX_ADDRESSES,
     REPO_ROOT,
     RunCli,
+    ScriptRun,
     StartMx,
     checker_environment,
     rcpt_addresses,
+    run_script,
+    start_script,
+    wait_until,
 )
 from peers import DnsResponder
 
 MX1, MX2 = "127.0.2.1", "127.0.2.2"
 JSON_FIELDS = ["email", "status", "reason", "detail", "mx", "smtp_code", "smtp_message", "flags"]
-
-
-def wait_until(condition: Callable[[], bool], deadline: float = 30) -> None:
-    """Poll for a state of the world, failing the test if it never comes."""
-    give_up = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < give_up, "the awaited state never came"
-        time.sleep(0.05)
 
 
 def assert_one_line_error(stderr: str) -> None:
@@ -45,39 +38,54 @@ def assert_one_line_error(stderr: str) -> None:
 # region input
 
 
-def test_addresses_are_taken_from_the_arguments(run_cli: RunCli) -> None:
-    run = run_cli("--level", "syntax", "--format", "json", "a@example.test", "b@example.test")
-    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
-
-
-def test_file_of_lines_skips_blank_and_comment_lines(run_cli: RunCli, tmp_path: Path) -> None:
-    (tmp_path / "list.txt").write_text(
-        "# exported from the shop\na@example.test\n\n   \nb@example.test\n# c@example.test\n"
-    )
-    run = run_cli("--level", "syntax", "--format", "json", "-f", "list.txt")
-    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
-
-
-def test_csv_file_gives_its_email_column(run_cli: RunCli, tmp_path: Path) -> None:
-    (tmp_path / "people.csv").write_text(
-        "name,Email,city\nAlice,a@example.test,Oslo\nBob,b@example.test,Rome\n"
-    )
-    run = run_cli("--level", "syntax", "--format", "json", "-f", "people.csv")
-    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
-
-
-def test_one_column_csv_with_an_email_header_is_read_as_csv(
-    run_cli: RunCli, tmp_path: Path
+@pytest.mark.parametrize(
+    ("arguments", "stdin"),
+    [
+        pytest.param(["a@example.test", "b@example.test"], "", id="arguments"),
+        pytest.param(["-"], "a@example.test\nb@example.test\n", id="dash_reads_stdin"),
+        pytest.param([], "a@example.test\nb@example.test\n", id="piped_stdin_without_arguments"),
+    ],
+)
+def test_addresses_are_taken_from_the_arguments_or_stdin(
+    run_cli: RunCli, arguments: list[str], stdin: str
 ) -> None:
-    (tmp_path / "export.csv").write_text("email\na@example.test\n")
-    run = run_cli("--level", "syntax", "--format", "json", "-f", "export.csv")
-    assert run.outcomes == {"a@example.test": ("valid", "syntax_ok")}
+    run = run_cli("--level", "syntax", "--format", "json", *arguments, stdin=stdin)
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
 
 
-def test_comment_lines_before_a_csv_header_are_skipped(run_cli: RunCli, tmp_path: Path) -> None:
-    (tmp_path / "export.csv").write_text("# sign-ups, March\nemail;name\na@example.test;A\n")
-    run = run_cli("--level", "syntax", "--format", "json", "-f", "export.csv")
-    assert run.outcomes == {"a@example.test": ("valid", "syntax_ok")}
+@pytest.mark.parametrize(
+    ("name", "content", "addresses"),
+    [
+        pytest.param(
+            "list.txt",
+            "# exported from the shop\na@example.test\n\n   \nb@example.test\n# c@example.test\n",
+            ["a@example.test", "b@example.test"],
+            id="lines_less_blank_and_comment_lines",
+        ),
+        pytest.param(
+            "people.csv",
+            "name,Email,city\nAlice,a@example.test,Oslo\nBob,b@example.test,Rome\n",
+            ["a@example.test", "b@example.test"],
+            id="csv_email_column",
+        ),
+        pytest.param(
+            "export.csv", "email\na@example.test\n", ["a@example.test"], id="one_column_csv"
+        ),
+        pytest.param(
+            "export.csv",
+            "# sign-ups, March\nemail;name\na@example.test;A\n",
+            ["a@example.test"],
+            id="csv_after_comment_lines",
+        ),
+    ],
+)
+def test_address_file_gives_its_addresses(
+    run_cli: RunCli, tmp_path: Path, name: str, content: str, addresses: list[str]
+) -> None:
+    (tmp_path / name).write_text(content)
+    run = run_cli("--level", "syntax", "--format", "json", "-f", name)
+    assert [verdict["email"] for verdict in run.verdicts] == addresses
+    assert set(run.outcomes.values()) == {("valid", "syntax_ok")}
 
 
 def test_output_file_in_a_missing_directory_is_a_one_line_error(run_cli: RunCli) -> None:
@@ -98,11 +106,8 @@ def test_table_resume_refuses_a_file_written_in_another_format(
 
 def test_reader_that_stops_early_gets_no_traceback(checker_script: Path, tmp_path: Path) -> None:
     addresses = [f"user{index}@example.test" for index in range(2000)]
-    process = subprocess.Popen(
-        [sys.executable, str(checker_script), "--level", "syntax", "--format", "json", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = start_script(
+        [checker_script, "--level", "syntax", "--format", "json", "-"],
         cwd=tmp_path,
         env=checker_environment(),
     )
@@ -152,28 +157,14 @@ def test_bad_option_value_is_a_one_line_usage_error(run_cli: RunCli) -> None:
     assert_one_line_error(run.stderr)
 
 
-def test_dash_reads_addresses_from_stdin(run_cli: RunCli) -> None:
-    run = run_cli(
-        "--level", "syntax", "--format", "json", "-", stdin="a@example.test\nb@example.test\n"
-    )
-    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test", "b@example.test"]
-
-
-def test_piped_stdin_is_read_without_arguments(run_cli: RunCli) -> None:
-    run = run_cli("--level", "syntax", "--format", "json", stdin="a@example.test\n")
-    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test"]
-
-
 def test_terminal_without_addresses_prompts_for_one(checker_script: Path, tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
     try:
-        process = subprocess.Popen(
-            [sys.executable, str(checker_script), "--level", "syntax", "--format", "json"],
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        process = start_script(
+            [checker_script, "--level", "syntax", "--format", "json"],
             cwd=tmp_path,
             env=checker_environment(),
+            stdin=terminal,
         )
     finally:
         os.close(terminal)
@@ -363,10 +354,8 @@ def test_interrupt_exits_130_and_keeps_finished_results(
     results = tmp_path / "results.jsonl"
     options = ["--timeout", "30", "--format", "json", "-o", results.name]
     addresses = ["alice@example.test", "bob@slow.test"]
-    process = subprocess.Popen(
-        [sys.executable, str(checker_script), *network_args, *options, *addresses],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = start_script(
+        [checker_script, *network_args, *options, *addresses],
         cwd=tmp_path,
         env=checker_environment(),
     )
@@ -387,33 +376,21 @@ def test_interrupt_exits_130_and_keeps_finished_results(
 # region library
 
 
+def import_in_a_fresh_python(code: str, cwd: Path) -> ScriptRun:
+    """`python -c CODE` in `cwd`, with the project's mail_checker.py importable."""
+    environment = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    return run_script(["-c", code], cwd=cwd, env=environment)
+
+
 def test_import_prints_nothing(tmp_path: Path) -> None:
-    imported = subprocess.run(
-        [sys.executable, "-c", "import mail_checker"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    assert (imported.returncode, imported.stdout, imported.stderr) == (0, "", "")
+    imported = import_in_a_fresh_python("import mail_checker", tmp_path)
+    assert (imported.exit_status, imported.stdout, imported.stderr) == (0, "", "")
 
 
 def test_import_does_not_load_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("MAIL_FROM=dotenv@checker.example.net\n")
-    imported = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import os, mail_checker; print(os.environ.get('MAIL_FROM', 'unset'))",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    assert imported.stdout.strip() == "unset"
+    code = "import os, mail_checker; print(os.environ.get('MAIL_FROM', 'unset'))"
+    assert import_in_a_fresh_python(code, tmp_path).stdout.strip() == "unset"
 
 
 # endregion

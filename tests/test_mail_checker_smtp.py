@@ -7,6 +7,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import HELO_NAME, LibraryOptions, RunCli, StartMx, check_in_process, rcpt_addresses
 from peers import DnsResponder, SmtpPeer
 
@@ -14,6 +15,12 @@ import mail_checker
 
 MX1 = "127.0.2.1"
 VICTIM = "victim@example.org"
+# Two addresses, and their verdicts at a server where only alice has a mailbox.
+ALICE_AND_BOB = ("alice@example.test", "bob@example.test")
+ONLY_ALICE_EXISTS = {
+    "alice@example.test": ("valid", "accepted"),
+    "bob@example.test": ("invalid", "rejected"),
+}
 
 
 def verbs(session: list[str]) -> list[str]:
@@ -46,33 +53,24 @@ def test_refused_ehlo_falls_back_to_helo(start_mx: StartMx, check: RunCli) -> No
         mailboxes={"alice"},
         ehlo_refusal="502 5.5.2 Error: command not recognized",
     )
-    run = check("alice@example.test", "bob@example.test")
+    run = check(*ALICE_AND_BOB)
     assert verbs(peer.sessions[0])[:3] == ["EHLO", "HELO", "MAIL"]
     assert arguments_of(peer, "HELO") == [HELO_NAME]
-    assert run.outcomes == {
-        "alice@example.test": ("valid", "accepted"),
-        "bob@example.test": ("invalid", "rejected"),
-    }
+    assert run.outcomes == ONLY_ALICE_EXISTS
 
 
 def test_starttls_is_used_when_offered(start_mx: StartMx, check: RunCli) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"}, starttls=True)
-    run = check("alice@example.test", "bob@example.test")
+    run = check(*ALICE_AND_BOB)
     assert verbs(peer.sessions[0])[:3] == ["EHLO", "STARTTLS", "EHLO"]
-    assert run.outcomes == {
-        "alice@example.test": ("valid", "accepted"),
-        "bob@example.test": ("invalid", "rejected"),
-    }
+    assert run.outcomes == ONLY_ALICE_EXISTS
 
 
 def test_server_demanding_tls_gets_it_and_gives_verdicts(start_mx: StartMx, check: RunCli) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"}, require_tls=True)
-    run = check("alice@example.test", "bob@example.test")
+    run = check(*ALICE_AND_BOB)
     assert "STARTTLS" in verbs(peer.sessions[0])
-    assert run.outcomes == {
-        "alice@example.test": ("valid", "accepted"),
-        "bob@example.test": ("invalid", "rejected"),
-    }
+    assert run.outcomes == ONLY_ALICE_EXISTS
 
 
 # endregion
@@ -140,17 +138,6 @@ def test_recipient_limit_per_transaction_with_pipelining_loses_no_address(
     assert run.outcomes == {f"{name}@example.test": ("valid", "accepted") for name in names}
 
 
-def test_recipient_limit_per_session_loses_no_address(start_mx: StartMx, check: RunCli) -> None:
-    # "452 4.5.3 Too many recipients in this session" after three: the rest need new sessions.
-    known = [f"known{index}" for index in range(6)]
-    unknown = [f"unknown{index}" for index in range(6)]
-    start_mx("example.test", MX1, mailboxes=set(known), max_rcpt_per_session=3)
-    run = check(*(f"{name}@example.test" for name in known + unknown))
-    expected = {f"{name}@example.test": ("valid", "accepted") for name in known}
-    expected |= {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
-    assert run.outcomes == expected
-
-
 def rcpts_in_first_session_of_a_server_that_hangs_up(
     start_mx: StartMx, check: RunCli, pipelining: bool
 ) -> int:
@@ -205,86 +192,83 @@ def test_verdicts_are_the_same_without_pipelining(start_mx: StartMx, check: RunC
 # region HELO name and MAIL FROM
 
 
-def test_default_mail_from_is_the_null_reverse_path(start_mx: StartMx, check: RunCli) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "environment", "dotenv", "sender"),
+    [
+        pytest.param([], {}, "", "<>", id="null_reverse_path_by_default"),
+        pytest.param(
+            ["--mail-from", "bounce@checker.example.net"],
+            {},
+            "",
+            "<bounce@checker.example.net>",
+            id="option",
+        ),
+        pytest.param(
+            [], {"MAIL_FROM": "env@checker.example.net"}, "", "<env@checker.example.net>", id="env"
+        ),
+        pytest.param(
+            [],
+            {},
+            "MAIL_FROM=dotenv@checker.example.net\n",
+            "<dotenv@checker.example.net>",
+            id="dotenv",
+        ),
+        pytest.param(
+            ["--mail-from", "option@checker.example.net"],
+            {"MAIL_FROM": "env@checker.example.net"},
+            "",
+            "<option@checker.example.net>",
+            id="option_wins_over_the_environment",
+        ),
+    ],
+)
+def test_envelope_sender_comes_from_the_option_the_environment_or_dotenv(
+    start_mx: StartMx,
+    check: RunCli,
+    tmp_path: Path,
+    arguments: list[str],
+    environment: dict[str, str],
+    dotenv: str,
+    sender: str,
+) -> None:
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    check("alice@example.test")
-    assert set(arguments_of(peer, "MAIL FROM:")) == {"<>"}
-
-
-def test_mail_from_option_is_the_envelope_sender(start_mx: StartMx, check: RunCli) -> None:
-    peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    check("--mail-from", "bounce@checker.example.net", "alice@example.test")
-    assert set(arguments_of(peer, "MAIL FROM:")) == {"<bounce@checker.example.net>"}
-
-
-def test_mail_from_comes_from_the_environment(start_mx: StartMx, check: RunCli) -> None:
-    peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    check("alice@example.test", env={"MAIL_FROM": "env@checker.example.net"})
-    assert set(arguments_of(peer, "MAIL FROM:")) == {"<env@checker.example.net>"}
-
-
-def test_mail_from_comes_from_dotenv(start_mx: StartMx, check: RunCli, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("MAIL_FROM=dotenv@checker.example.net\n")
-    peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    check("alice@example.test")
-    assert set(arguments_of(peer, "MAIL FROM:")) == {"<dotenv@checker.example.net>"}
-
-
-def test_mail_from_option_wins_over_the_environment(start_mx: StartMx, check: RunCli) -> None:
-    peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    check(
-        "--mail-from",
-        "option@checker.example.net",
-        "alice@example.test",
-        env={"MAIL_FROM": "env@checker.example.net"},
-    )
-    assert set(arguments_of(peer, "MAIL FROM:")) == {"<option@checker.example.net>"}
+    check(*arguments, "alice@example.test", env=environment)
+    assert set(arguments_of(peer, "MAIL FROM:")) == {sender}
 
 
 def test_helo_name_comes_from_the_environment(
-    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+    start_mx: StartMx, run_cli: RunCli, args_without_helo: list[str]
 ) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
-        "alice@example.test",
-        env={"HELO_HOST": "env-helo.example.net"},
-    )
+    run_cli(*args_without_helo, "alice@example.test", env={"HELO_HOST": "env-helo.example.net"})
     assert arguments_of(peer, "EHLO") == ["env-helo.example.net"]
 
 
 def test_helo_name_comes_from_dotenv(
-    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int, tmp_path: Path
+    start_mx: StartMx, run_cli: RunCli, args_without_helo: list[str], tmp_path: Path
 ) -> None:
     (tmp_path / ".env").write_text("HELO_HOST=dotenv-helo.example.net\n")
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
-        "alice@example.test",
-    )
+    run_cli(*args_without_helo, "alice@example.test")
     assert arguments_of(peer, "EHLO") == ["dotenv-helo.example.net"]
 
 
 def test_default_helo_name_is_this_hosts_fqdn(
-    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+    start_mx: StartMx, run_cli: RunCli, args_without_helo: list[str]
 ) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
-        "alice@example.test",
-    )
+    run_cli(*args_without_helo, "alice@example.test")
     assert arguments_of(peer, "EHLO") == [socket.getfqdn().lower()]
 
 
 def test_target_domain_is_never_used_as_helo_or_sender(
-    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, args_without_helo: list[str]
 ) -> None:
     peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"})
     dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
-    run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
-        *("alice@example.test", "bob@example.org"),
-    )
+    run_cli(*args_without_helo, "alice@example.test", "bob@example.org")
     said = arguments_of(peer, "EHLO") + arguments_of(peer, "MAIL FROM:")
     assert len(said) >= 4  # a hello and a sender in each domain's session
     assert not [word for word in said if "example.test" in word or "example.org" in word]
@@ -344,36 +328,40 @@ def test_session_dropped_after_a_few_rcpts_still_gives_every_verdict_once(
     }
 
 
-def test_server_hanging_up_after_too_many_errors_gives_every_verdict(
-    start_mx: StartMx, check: RunCli
+KNOWN = [f"known{index}@example.test" for index in range(6)]
+UNKNOWN = [f"unknown{index}@example.test" for index in range(30)]
+
+
+@pytest.mark.parametrize(
+    ("limit", "addresses"),
+    [
+        # "452 4.5.3 Too many recipients in this session" after three: the rest need new sessions.
+        pytest.param({"max_rcpt_per_session": 3}, KNOWN + UNKNOWN[:6], id="recipients_per_session"),
+        # Postfix's smtpd_hard_error_limit, whose default is 20: a 421 and the line is closed.
+        pytest.param({"hard_error_limit": 20}, UNKNOWN + KNOWN[:5], id="postfix_error_limit"),
+        # Servers tightened against address harvesting hang up after a handful of errors,
+        # fewer than the checker itself allows a session.
+        pytest.param(
+            {"hard_error_limit": 5}, UNKNOWN[:20] + KNOWN[:3], id="error_limit_below_the_checkers"
+        ),
+    ],
+)
+def test_server_limit_loses_no_address(
+    start_mx: StartMx, check: RunCli, limit: dict[str, int], addresses: list[str]
 ) -> None:
-    # Postfix's smtpd_hard_error_limit, whose default is 20: a 421 and the line is closed.
-    known = [f"known{index}" for index in range(5)]
-    unknown = [f"unknown{index}" for index in range(30)]
-    start_mx("example.test", MX1, mailboxes=set(known), hard_error_limit=20)
-    run = check(*(f"{name}@example.test" for name in unknown + known))
-    expected = {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
-    expected |= {f"{name}@example.test": ("valid", "accepted") for name in known}
-    assert run.outcomes == expected
+    start_mx("example.test", MX1, mailboxes=set(KNOWN), **limit)
+    run = check(*addresses)
+    assert run.outcomes == {
+        address: ("valid", "accepted") if address in KNOWN else ("invalid", "rejected")
+        for address in addresses
+    }
 
 
-def test_error_limit_below_the_checkers_own_still_gives_every_verdict(
-    start_mx: StartMx, check: RunCli
-) -> None:
-    # Servers tightened against address harvesting hang up after a handful of errors.
-    known = [f"known{index}" for index in range(3)]
-    unknown = [f"unknown{index}" for index in range(20)]
-    start_mx("example.test", MX1, mailboxes=set(known), hard_error_limit=5)
-    run = check(*(f"{name}@example.test" for name in unknown + known))
-    expected = {f"{name}@example.test": ("invalid", "rejected") for name in unknown}
-    expected |= {f"{name}@example.test": ("valid", "accepted") for name in known}
-    assert run.outcomes == expected
-
-
-def test_connection_limit_of_the_server_loses_no_address(
+def test_connection_limit_of_the_server_is_waited_out_and_loses_no_address(
     start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
 ) -> None:
-    # Two domains on one MX host are worked on at once: the second session is refused.
+    # Two domains on one MX host are worked on at once: the second session is refused. This
+    # test alone waits out the real pause before trying such a host again.
     peer = start_mx("example.test", MX1, "mx.shared.test", mailboxes={"alice"}, max_connections=1)
     dns_responder.add_mx("example.org", [(10, "mx.shared.test")])
     domains = ["example.test", "example.org"]
@@ -381,8 +369,13 @@ def test_connection_limit_of_the_server_loses_no_address(
     expected = {f"alice@{domain}": ("valid", "accepted") for domain in domains}
     expected |= {f"bob@{domain}": ("invalid", "rejected") for domain in domains}
     assert run.outcomes == expected
-    refused = [session for session in peer.sessions if "EHLO" not in verbs(session)]
+    sessions = peer.sessions
+    refused = [index for index, session in enumerate(sessions) if "EHLO" not in verbs(session)]
     assert refused, "the server never had to refuse a connection"
+    first_refusal = refused[0]
+    assert len(sessions) > first_refusal + 1, "the refused domain never came back"
+    pause = peer.connected_at[first_refusal + 1] - peer.connected_at[first_refusal]
+    assert pause >= mail_checker.BACKOFF_SECONDS
 
 
 def test_421_in_mid_session_leaves_the_other_verdicts_right(
@@ -436,38 +429,35 @@ def test_address_with_nul_in_a_file_is_invalid_syntax(
     assert "ali" not in "".join(rcpt_addresses(peer))
 
 
-def test_helo_with_crlf_is_a_usage_error(start_mx: StartMx, check: RunCli) -> None:
-    peer = start_mx("example.test", MX1, catch_all=True)
-    run = check("--helo", f"checker.example.net\r\nRCPT TO:<{VICTIM}>", "alice@example.test")
-    assert run.exit_status == 2
-    assert peer.connections == 0
+INJECTED_HELO = f"checker.example.net\r\nRCPT TO:<{VICTIM}>"
 
 
-def test_helo_with_crlf_from_the_environment_is_a_usage_error(
-    start_mx: StartMx, run_cli: RunCli, dns_responder: DnsResponder, mx_port: int
+@pytest.mark.parametrize(
+    ("arguments", "environment"),
+    [
+        pytest.param(["--helo", INJECTED_HELO], {}, id="helo_option"),
+        pytest.param([], {"HELO_HOST": INJECTED_HELO}, id="helo_from_the_environment"),
+        pytest.param(
+            ["--helo", HELO_NAME, "--mail-from", f"me@example.net>\r\nRCPT TO:<{VICTIM}"],
+            {},
+            id="mail_from_option",
+        ),
+        pytest.param(
+            ["--helo", HELO_NAME],
+            {"MAIL_FROM": "me@example.net>\r\nDATA"},
+            id="mail_from_from_the_environment",
+        ),
+    ],
+)
+def test_crlf_in_helo_name_or_mail_from_is_a_usage_error(
+    start_mx: StartMx,
+    run_cli: RunCli,
+    args_without_helo: list[str],
+    arguments: list[str],
+    environment: dict[str, str],
 ) -> None:
     peer = start_mx("example.test", MX1, catch_all=True)
-    run = run_cli(
-        *("--dns-server", dns_responder.server_arg, "--smtp-port", str(mx_port), "--allow-private"),
-        "alice@example.test",
-        env={"HELO_HOST": f"checker.example.net\r\nRCPT TO:<{VICTIM}>"},
-    )
-    assert run.exit_status == 2
-    assert peer.connections == 0
-
-
-def test_mail_from_with_crlf_is_a_usage_error(start_mx: StartMx, check: RunCli) -> None:
-    peer = start_mx("example.test", MX1, catch_all=True)
-    run = check("--mail-from", f"me@example.net>\r\nRCPT TO:<{VICTIM}", "alice@example.test")
-    assert run.exit_status == 2
-    assert peer.connections == 0
-
-
-def test_mail_from_with_crlf_from_the_environment_is_a_usage_error(
-    start_mx: StartMx, check: RunCli
-) -> None:
-    peer = start_mx("example.test", MX1, catch_all=True)
-    run = check("alice@example.test", env={"MAIL_FROM": "me@example.net>\r\nDATA"})
+    run = run_cli(*args_without_helo, *arguments, "alice@example.test", env=environment)
     assert run.exit_status == 2
     assert peer.connections == 0
 

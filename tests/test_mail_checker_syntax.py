@@ -71,6 +71,145 @@ def test_real_server_reply_is_classified_as_expected(case: dict[str, Any]) -> No
 
 # endregion
 
+# region the sentence each syntax error gives the user
+
+LONG_LABELS = ".".join(["a" * 63, "b" * 63, "c" * 63])  # 191 octets: three labels at the limit
+# (address, the verdict's detail): every sentence parse_address() answers with, each for an
+# address that meets that rule first.
+SYNTAX_ERROR_DETAILS = [
+    pytest.param(
+        "alice@example.test\r\nDATA",
+        "The address contains a control character (0x0d), which no address may hold.",
+        id="control_character",
+    ),
+    pytest.param("alice.example.test", "An email address must have an @-sign.", id="no_at_sign"),
+    pytest.param(
+        "alice@home@example.test", "An email address can have only one @-sign.", id="two_at_signs"
+    ),
+    pytest.param("alice@", "There must be a domain after the @-sign.", id="no_domain"),
+    pytest.param("@example.test", "There must be something before the @-sign.", id="no_local_part"),
+    pytest.param(
+        '"alice smith"@example.test',
+        'Quoted local parts ("...") are not accepted: mail systems rarely deliver to them.',
+        id="quoted_local_part",
+    ),
+    pytest.param(
+        "a" * 65 + "@example.test",
+        "The part before the @-sign is longer than 64 octets.",
+        id="local_part_too_long",
+    ),
+    pytest.param(
+        "ü" * 33 + "@example.test",  # 33 characters, 66 octets in UTF-8
+        "The part before the @-sign is longer than 64 octets.",
+        id="local_part_too_long_in_octets",
+    ),
+    pytest.param(
+        ".alice@example.test",
+        "The part before the @-sign cannot start or end with a period.",
+        id="local_part_starts_with_a_period",
+    ),
+    pytest.param(
+        "alice.@example.test",
+        "The part before the @-sign cannot start or end with a period.",
+        id="local_part_ends_with_a_period",
+    ),
+    pytest.param(
+        "alice..smith@example.test",
+        "The part before the @-sign cannot have two periods in a row.",
+        id="two_periods_in_a_row",
+    ),
+    pytest.param(
+        "alice smith@example.test",
+        "The part before the @-sign contains a character that is not allowed: ' '.",
+        id="space_in_local_part",
+    ),
+    pytest.param(
+        "alice(x)@example.test",
+        "The part before the @-sign contains a character that is not allowed: '('.",
+        id="parenthesis_in_local_part",
+    ),
+    pytest.param(
+        "alice@.example.test",
+        "The part after the @-sign cannot start or end with a period.",
+        id="domain_starts_with_a_period",
+    ),
+    pytest.param(
+        "alice@example.test.",
+        "The part after the @-sign cannot start or end with a period.",
+        id="domain_ends_with_a_period",
+    ),
+    pytest.param(
+        "alice@[192.0.2.1]",
+        "Domain literals such as [192.0.2.1] are not accepted: "
+        "the part after the @-sign must be a domain name.",
+        id="domain_literal",
+    ),
+    pytest.param(
+        "alice@exa_mple.test",
+        "The part after the @-sign is not a valid domain name "
+        "(Codepoint U+005F not allowed at position 4 in 'exa_mple.test').",
+        id="idna_underscore",
+    ),
+    pytest.param(
+        "alice@-example.test",
+        "The part after the @-sign is not a valid domain name "
+        "(Label must not start or end with a hyphen).",
+        id="idna_hyphen_at_label_start",
+    ),
+    pytest.param(
+        "alice@example..test",
+        "The part after the @-sign is not a valid domain name (Empty Label).",
+        id="idna_empty_label",
+    ),
+    pytest.param(
+        "alice@" + "a" * 64 + ".test",
+        "The part after the @-sign is not a valid domain name (Label too long).",
+        id="idna_label_too_long",
+    ),
+    pytest.param(
+        f"alice@{LONG_LABELS}.{'d' * 62}",
+        "The part after the @-sign is not a valid domain name (Domain too long).",
+        id="idna_domain_too_long",
+    ),
+    pytest.param(
+        # A full-width full stop at the end maps to "." only inside IDNA, after the check for
+        # a final period and past IDNA's own length check, which leaves room for a root dot.
+        f"alice@{LONG_LABELS}.{'d' * 61}\uff0e",
+        "The part after the @-sign is longer than 253 octets.",
+        id="domain_too_long_after_idna_mapping",
+    ),
+    pytest.param(
+        "alice@localhost", "The part after the @-sign must contain a period.", id="no_period"
+    ),
+    pytest.param(
+        "alice@example.test\u3002",  # an ideographic full stop, the same way
+        "The domain part '' may hold only letters, digits and inner hyphens.",
+        id="empty_label_after_idna_mapping",
+    ),
+    pytest.param(
+        "alice@example.123",
+        "The last part of the domain cannot be all digits.",
+        id="all_digit_top_level_domain",
+    ),
+    pytest.param(
+        "a" * 64 + f"@{LONG_LABELS}.test",  # each part within its limit, 261 octets in all
+        "The address is longer than 254 octets.",
+        id="address_too_long",
+    ),
+]
+
+
+@pytest.mark.parametrize(("address", "detail"), SYNTAX_ERROR_DETAILS)
+def test_syntax_error_detail_is_its_exact_sentence(address: str, detail: str) -> None:
+    options = mail_checker.Options(level=mail_checker.Level.SYNTAX)
+    verdicts = check_in_process([address], options)
+    assert [(v.email, v.status, v.reason, v.detail) for v in verdicts] == [
+        (address, "invalid", "syntax", detail)
+    ]
+
+
+# endregion
+
 # region no network below --level dns
 
 ADDRESS_LIKE = st.builds(

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import dns.message
 import dns.rrset
 import pytest
-from conftest import LibraryOptions, RunCli, StartMx, check_in_process, rcpt_addresses
+from conftest import (
+    EXPIRING_TIMEOUT,
+    CheckerRun,
+    LibraryOptions,
+    RunCli,
+    StartMx,
+    check_in_process,
+    checker_args,
+    rcpt_addresses,
+)
 from peers import DnsResponder, PeerNetwork
 
 MX1, MX2, MX3 = "127.0.2.1", "127.0.2.2", "127.0.2.3"
 NOTHING_LISTENS = "127.0.2.12"  # in the test port's range, but no peer is started there
+
+CheckAsking = Callable[..., CheckerRun]
+
+
+@pytest.fixture
+def check_asking(run_cli: RunCli, mx_port: int) -> CheckAsking:
+    """Like `check`, but asking the DNS servers given (HOST:PORT, in order), not the test's."""
+
+    def run(dns_servers: list[str], *arguments: str, deadline: float = 60) -> CheckerRun:
+        options = checker_args(*dns_servers, smtp_port=mx_port)
+        return run_cli(*options, "--format", "json", *arguments, deadline=deadline)
+
+    return run
 
 
 # region valid
@@ -21,9 +44,9 @@ NOTHING_LISTENS = "127.0.2.12"  # in the test port's range, but no peer is start
 def test_accepted_mailbox_is_valid_accepted(start_mx: StartMx, check: RunCli) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"})
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["status"], verdict["reason"]) == ("valid", "accepted")
-    assert (verdict["mx"], verdict["smtp_code"]) == ("mx.example.test", 250)
+    assert run.fields("status", "reason", "mx", "smtp_code") == {
+        "alice@example.test": ("valid", "accepted", "mx.example.test", 250)
+    }
 
 
 def test_syntax_level_gives_syntax_ok_without_network(
@@ -76,10 +99,12 @@ def test_domain_without_mx_or_address_is_invalid_no_mx(
 
 
 def test_mx_host_on_loopback_is_not_connected_to_without_allow_private(
-    start_mx: StartMx, run_cli: RunCli, network_args: list[str]
+    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, mx_port: int
 ) -> None:
     peer = start_mx("example.test", MX1, mailboxes={"alice"})
-    without_permission = [arg for arg in network_args if arg != "--allow-private"]
+    without_permission = checker_args(
+        dns_responder.server_arg, smtp_port=mx_port, allow_private=False
+    )
     run = run_cli(*without_permission, "--format", "json", "alice@example.test")
     verdict = run.by_email["alice@example.test"]
     assert (verdict["status"], verdict["reason"]) == ("invalid", "no_mx")
@@ -101,10 +126,10 @@ def test_implicit_mx_on_ipv6_loopback_is_skipped_by_the_library_default(
 
 
 def test_allow_private_from_the_environment_lets_loopback_hosts_be_checked(
-    start_mx: StartMx, run_cli: RunCli, network_args: list[str]
+    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, mx_port: int
 ) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"})
-    without_option = [arg for arg in network_args if arg != "--allow-private"]
+    without_option = checker_args(dns_responder.server_arg, smtp_port=mx_port, allow_private=False)
     run = run_cli(
         *without_option, "--format", "json", "alice@example.test", env={"ALLOW_PRIVATE": "1"}
     )
@@ -114,13 +139,10 @@ def test_allow_private_from_the_environment_lets_loopback_hosts_be_checked(
 def test_unknown_user_is_invalid_rejected(start_mx: StartMx, check: RunCli) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"})
     run = check("bob@example.test")
-    verdict = run.by_email["bob@example.test"]
-    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
-        "invalid",
-        "rejected",
-        550,
-    )
-    assert "User unknown" in verdict["smtp_message"]
+    assert run.fields("status", "reason", "smtp_code") == {
+        "bob@example.test": ("invalid", "rejected", 550)
+    }
+    assert "User unknown" in run.by_email["bob@example.test"]["smtp_message"]
 
 
 # endregion
@@ -139,14 +161,16 @@ def test_accepted_address_at_catch_all_domain_is_risky_catch_all(
     }
 
 
-def test_452_mailbox_full_is_risky_mailbox_full(start_mx: StartMx, check: RunCli) -> None:
-    start_mx("example.test", MX1, rcpt_replies={"carol": "452 4.2.2 Mailbox full"})
-    run = check("carol@example.test")
-    assert run.outcomes == {"carol@example.test": ("risky", "mailbox_full")}
-
-
-def test_552_over_quota_is_risky_mailbox_full(start_mx: StartMx, check: RunCli) -> None:
-    full = "552 Requested mail action aborted: exceeded storage allocation"
+@pytest.mark.parametrize(
+    "full",
+    [
+        pytest.param("452 4.2.2 Mailbox full", id="452_mailbox_full"),
+        pytest.param(
+            "552 Requested mail action aborted: exceeded storage allocation", id="552_over_quota"
+        ),
+    ],
+)
+def test_full_mailbox_is_risky_mailbox_full(start_mx: StartMx, check: RunCli, full: str) -> None:
     start_mx("example.test", MX1, rcpt_replies={"carol": full})
     run = check("carol@example.test")
     assert run.outcomes == {"carol@example.test": ("risky", "mailbox_full")}
@@ -160,12 +184,9 @@ def test_552_over_quota_is_risky_mailbox_full(start_mx: StartMx, check: RunCli) 
 def test_greylisting_is_unknown_temp_failure(start_mx: StartMx, check: RunCli) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"}, greylist_seconds=3600)
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
-        "unknown",
-        "temp_failure",
-        450,
-    )
+    assert run.fields("status", "reason", "smtp_code") == {
+        "alice@example.test": ("unknown", "temp_failure", 450)
+    }
 
 
 def test_554_greeting_is_unknown_blocked(start_mx: StartMx, check: RunCli) -> None:
@@ -181,12 +202,9 @@ def test_acceptance_is_not_valid_while_the_catch_all_test_is_deferred(
     # Only alice exists; every other address, the made-up probe among them, is deferred.
     start_mx("example.test", MX1, mailboxes={"alice"}, unknown_user_reply="450 4.7.1 Try later")
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["status"], verdict["reason"], verdict["smtp_code"]) == (
-        "unknown",
-        "temp_failure",
-        250,
-    )
+    assert run.fields("status", "reason", "smtp_code") == {
+        "alice@example.test": ("unknown", "temp_failure", 250)
+    }
     assert run.exit_status == 1
 
 
@@ -233,9 +251,10 @@ def test_mx_host_that_never_greets_is_unreachable_within_the_timeout(
 ) -> None:
     peer = start_mx("example.test", MX1, never_greet=True)
     # The deadline is generous: only a checker that waits past its --timeout misses it.
-    run = check("--timeout", "1", "alice@example.test", deadline=15)
+    run = check("--timeout", f"{EXPIRING_TIMEOUT:g}", "alice@example.test", deadline=15)
     assert run.outcomes == {"alice@example.test": ("unknown", "unreachable")}
-    assert "did not answer within 1 s" in run.by_email["alice@example.test"]["detail"]
+    detail = run.by_email["alice@example.test"]["detail"]
+    assert f"did not answer within {EXPIRING_TIMEOUT:g} s" in detail
     assert peer.connections >= 1
 
 
@@ -249,24 +268,16 @@ def test_servfail_is_unknown_dns_error(dns_responder: DnsResponder, check: RunCl
 def test_dns_timeout_is_unknown_dns_error(dns_responder: DnsResponder, check: RunCli) -> None:
     dns_responder.add_mx("slow.test", [(10, "mx.slow.test")])
     dns_responder.timeout("slow.test")
-    run = check("--timeout", "1", "alice@slow.test", deadline=15)
+    run = check("--timeout", f"{EXPIRING_TIMEOUT:g}", "alice@slow.test", deadline=15)
     assert run.outcomes == {"alice@slow.test": ("unknown", "dns_error")}
 
 
 def test_dns_server_that_is_not_there_gives_dns_error_not_a_crash(
-    run_cli: RunCli, mx_port: int
+    check_asking: CheckAsking, mx_port: int
 ) -> None:
-    run = run_cli(
-        "--format",
-        "json",
-        "--dns-server",
-        f"{NOTHING_LISTENS}:{mx_port}",
-        "--timeout",
-        "1",
-        "--helo",
-        "checker.example.net",
-        "alice@example.test",
-        "bob@example.org",
+    run = check_asking(
+        [f"{NOTHING_LISTENS}:{mx_port}"],
+        *("--timeout", f"{EXPIRING_TIMEOUT:g}", "alice@example.test", "bob@example.org"),
         deadline=15,
     )
     assert "Traceback" not in run.stderr
@@ -303,8 +314,7 @@ def test_mx_hosts_are_tried_in_preference_order(
         [(30, "mx30.example.test"), (10, "mx10.example.test"), (20, "mx20.example.test")],
     )
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx20.example.test")
+    assert run.fields("reason", "mx") == {"alice@example.test": ("accepted", "mx20.example.test")}
     assert (second.connections >= 1, third.connections) == (True, 0)
 
 
@@ -313,8 +323,7 @@ def test_domain_without_mx_uses_its_address_as_implicit_mx(
 ) -> None:
     peer = start_mx(None, MX1, "example.test", mailboxes={"alice"})
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["reason"], verdict["mx"]) == ("accepted", "example.test")
+    assert run.fields("reason", "mx") == {"alice@example.test": ("accepted", "example.test")}
     assert "RCPT TO:<alice@example.test>" in peer.all_commands()
 
 
@@ -324,21 +333,17 @@ def test_mx_host_that_does_not_resolve_is_skipped(
     start_mx(None, MX2, "mx20.example.test", mailboxes={"alice"})
     dns_responder.add_mx("example.test", [(10, "ghost.example.invalid"), (20, "mx20.example.test")])
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx20.example.test")
+    assert run.fields("reason", "mx") == {"alice@example.test": ("accepted", "mx20.example.test")}
 
 
 def test_second_dns_server_is_asked_when_the_first_does_not_answer(
-    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, mx_port: int
+    start_mx: StartMx, dns_responder: DnsResponder, check_asking: CheckAsking, mx_port: int
 ) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"})
-    run = run_cli(
-        *("--dns-server", f"{NOTHING_LISTENS}:{mx_port}", "--dns-server", dns_responder.server_arg),
-        *("--smtp-port", str(mx_port), "--helo", "checker.example.net", "--timeout", "1"),
-        "--allow-private",
-        *("--format", "json", "alice@example.test"),
-        deadline=15,
-    )
+    servers = [f"{NOTHING_LISTENS}:{mx_port}", dns_responder.server_arg]
+    # Each of the two servers gets a third of the timeout: a silent one must use its share up.
+    timeout = 2 * EXPIRING_TIMEOUT
+    run = check_asking(servers, "--timeout", f"{timeout:g}", "alice@example.test", deadline=15)
     assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
 
 
@@ -346,19 +351,13 @@ def test_second_dns_server_is_asked_when_the_first_answers_servfail(
     start_mx: StartMx,
     dns_responder: DnsResponder,
     peer_network: PeerNetwork,
-    run_cli: RunCli,
-    mx_port: int,
+    check_asking: CheckAsking,
 ) -> None:
     start_mx("example.test", MX1, mailboxes={"alice"})
     with DnsResponder(address="127.0.3.1", network=peer_network) as failing:
         failing.servfail("example.test")
         failing.servfail("mx.example.test")
-        run = run_cli(
-            *("--dns-server", failing.server_arg, "--dns-server", dns_responder.server_arg),
-            *("--smtp-port", str(mx_port), "--helo", "checker.example.net"),
-            "--allow-private",
-            *("--format", "json", "alice@example.test"),
-        )
+        run = check_asking([failing.server_arg, dns_responder.server_arg], "alice@example.test")
         assert failing.query_count("example.test", "MX") == 1
     assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
 
@@ -370,8 +369,7 @@ def test_mx_list_too_long_for_udp_is_asked_again_over_tcp(
     exchanges = [(10 + index, f"mx{index:02d}.example.test") for index in range(80)]
     dns_responder.add_mx("example.test", exchanges)
     run = check("alice@example.test")
-    verdict = run.by_email["alice@example.test"]
-    assert (verdict["reason"], verdict["mx"]) == ("accepted", "mx00.example.test")
+    assert run.fields("reason", "mx") == {"alice@example.test": ("accepted", "mx00.example.test")}
     transports = [query.transport for query in dns_responder.queries if query.rdtype == "MX"]
     assert transports == ["udp", "tcp"]
 
@@ -413,8 +411,7 @@ def test_dns_server_may_be_an_ipv6_address(
     start_mx: StartMx,
     dns_responder: DnsResponder,
     peer_network: PeerNetwork,
-    run_cli: RunCli,
-    mx_port: int,
+    check_asking: CheckAsking,
 ) -> None:
     if not socket.has_ipv6:
         pytest.skip("this Python has no IPv6")
@@ -427,11 +424,7 @@ def test_dns_server_may_be_an_ipv6_address(
     try:
         over_ipv6.add_mx("example.test", [(10, "mx.example.test")])
         over_ipv6.add_a("mx.example.test", MX1)
-        run = run_cli(
-            *("--dns-server", f"[::1]:{over_ipv6.port}", "--smtp-port", str(mx_port)),
-            "--allow-private",
-            *("--helo", "checker.example.net", "--format", "json", "alice@example.test"),
-        )
+        run = check_asking([f"[::1]:{over_ipv6.port}"], "alice@example.test")
         assert over_ipv6.query_count("example.test", "MX") == 1
     finally:
         over_ipv6.stop()

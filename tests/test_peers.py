@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ HOST = "127.0.0.2"
 OTHER_HOST = "127.0.0.3"
 NO_PEER_HOST = "127.0.0.9"
 CLIENT_TIMEOUT = 2.0
-SHORT_TIMEOUT = 0.3
+SHORT_TIMEOUT = 0.1  # waited out where nothing may come: a loopback answer takes microseconds
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,16 @@ def test_utf8_address_is_recorded_as_sent(start_peer: StartPeer, connect: Connec
     client.send("RCPT TO:<jürgen@bücher.test>\r\n".encode())
     assert client.getreply()[0] == 250
     assert peer.all_commands()[-1] == "RCPT TO:<jürgen@bücher.test>"
+
+
+def test_each_connection_has_the_time_it_opened(start_peer: StartPeer, connect: Connect) -> None:
+    peer = start_peer()
+    before = time.monotonic()
+    connect(peer).quit()
+    connect(peer).quit()
+    after = time.monotonic()
+    assert len(peer.connected_at) == len(peer.sessions) == 2
+    assert before <= peer.connected_at[0] <= peer.connected_at[1] <= after
 
 
 def test_connections_and_peak_of_simultaneous_ones_are_counted(

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
+import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunCli, StartMx
+from conftest import RunCli, StartMx, start_script, wait_for_port
 from peers import DnsResponder, PeerNetwork, free_port
 
 MX1 = "127.0.2.1"
@@ -26,36 +24,23 @@ PROXY_PASSWORD = "s3cret-pw"
 ALICE = "alice@example.test"
 
 
-def wait_for_port(host: str, port: int, deadline: float = 10.0) -> None:
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        with socket.socket() as probe:
-            if probe.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
-
-
 @pytest.fixture
-def pproxy_server() -> Iterator[Callable[..., int]]:
+def pproxy_server(tmp_path: Path) -> Iterator[Callable[..., int]]:
     """Start pproxy on loopback, with or without a username and password; returns its port."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(credentials: str | None = None) -> int:
         port = free_port([PROXY_ADDRESS])
         listen = f"socks5://{PROXY_ADDRESS}:{port}" + (f"#{credentials}" if credentials else "")
-        executable = shutil.which("pproxy") or "pproxy"
-        process = subprocess.Popen(
-            [executable, "-l", listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        started.append(process)
+        # As a module of this Python, so that it is found without the virtualenv on PATH.
+        started.append(start_script(["-m", "pproxy", "-l", listen], cwd=tmp_path, env=os.environ))
         wait_for_port(PROXY_ADDRESS, port)
         return port
 
     yield start
     for process in started:
         process.terminate()
-        process.wait(timeout=10)
+        process.communicate(timeout=10)
 
 
 def test_checks_through_a_socks5_proxy_without_authentication(
@@ -158,8 +143,9 @@ def test_malformed_proxy_url_is_a_usage_error_before_any_work(
 def test_retry_temp_checks_greylisted_addresses_again_and_reports_them_once(
     start_mx: StartMx, check: RunCli, tmp_path: Path
 ) -> None:
-    peer = start_mx("example.test", MX1, mailboxes={"alice", "bob"}, greylist_seconds=0.5)
-    arguments = ["--retry-temp", "1", "-o", "results.jsonl", ALICE, "bob@example.test"]
+    # The second pass starts --retry-temp after the first ended, so after the greylisting ended.
+    peer = start_mx("example.test", MX1, mailboxes={"alice", "bob"}, greylist_seconds=0.2)
+    arguments = ["--retry-temp", "0.3", "-o", "results.jsonl", ALICE, "bob@example.test"]
     run = check(*arguments)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
