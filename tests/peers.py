@@ -183,6 +183,7 @@ class DnsResponder(_LoopbackService):
         super().__init__(network)
         self.address = address
         self.port = port  # 0: an ephemeral port, free for both UDP and TCP
+        self.udp_delay = 0.0  # seconds before each answer over UDP leaves, as from a slow resolver
         self._lock = threading.Lock()
         self._records: dict[dns.name.Name, dict[dns.rdatatype.RdataType, list[dns.rdata.Rdata]]]
         self._records = {}
@@ -335,7 +336,13 @@ class _DnsDatagrams(asyncio.DatagramProtocol):
         # which sends the client over to TCP.
         max_size = response.request_payload or UDP_PAYLOAD_WITHOUT_EDNS
         assert self._transport is not None
-        self._transport.sendto(response.to_wire(max_size=max_size, prefer_truncation=True), addr)
+        wire = response.to_wire(max_size=max_size, prefer_truncation=True)
+        if self._responder.udp_delay:
+            asyncio.get_running_loop().call_later(
+                self._responder.udp_delay, self._transport.sendto, wire, addr
+            )
+        else:
+            self._transport.sendto(wire, addr)
 
 
 # endregion

@@ -432,6 +432,31 @@ def test_dns_server_may_be_an_ipv6_address(
     assert dns_responder.queries == []
 
 
+def test_a_dns_answer_slower_than_the_first_retry_still_counts(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    # Every answer comes 1.3 s after its query: after the retry at about 1 s, and the retry's
+    # own answer would come after the 2 s timeout. Only the first query's answer can count.
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    dns_responder.udp_delay = 1.3
+    run = check("--timeout", "2", "alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
+    assert dns_responder.query_count("example.test", "MX") >= 2
+
+
+def test_thousands_of_lookups_at_once_lose_no_answer(
+    dns_responder: DnsResponder, check: RunCli
+) -> None:
+    domains = [f"d{index}.test" for index in range(3000)]
+    for domain in domains:
+        dns_responder.add_mx(domain, [(10, "mx.shared.test")])
+    dns_responder.add_a("mx.shared.test", "192.0.2.25")
+    addresses = [f"a@{domain}" for domain in domains]
+    run = check("--level", "dns", "--concurrency", "3000", *addresses, deadline=120)
+    assert set(run.outcomes.values()) == {("valid", "mx_found")}
+    assert len(run.verdicts) == 3000
+
+
 def test_dns_queries_move_to_a_fresh_source_port_every_hundred(
     dns_responder: DnsResponder, library_options: LibraryOptions
 ) -> None:
