@@ -1129,7 +1129,9 @@ RECIPIENT_WORDS = re.compile(
     r"|no longer (valid|on server|available)|not a valid .{0,40}address|could not be found"
     r"|doesn't have a .{0,60} account|not in recipient list|not our customer"
     r"|unallocated|recipient unavailable|disabled"
-    r"|unrouteable address",  # Exim's router found no user (Debian's default configuration)
+    r"|unrouteable address"  # Exim's router found no user (Debian's default configuration)
+    r"|user <[^>]*> unknown"  # Courier
+    r"|i cannot deliver mail for",  # Haraka's qmail-deliverable
     re.IGNORECASE,
 )
 
