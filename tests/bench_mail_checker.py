@@ -500,7 +500,7 @@ def build_realistic_world(scenario: Scenario, seed: int) -> World:
     for index, domain in enumerate(domains):
         drawn = rng.lognormvariate(math.log(scenario.rtt), scenario.rtt_spread)
         domain.rtt = min(max(drawn, shortest), longest)
-        domain.greylisting = rng.random() < scenario.greylisting_share
+        greylisting = rng.random() < scenario.greylisting_share
         draw = rng.random()
         for defence, share in (
             (BLACKHOLED, scenario.blackholed_share),
@@ -513,10 +513,10 @@ def build_realistic_world(scenario: Scenario, seed: int) -> World:
             draw -= share
         postscreen = rng.random() < scenario.postscreen_share
         host = Host(f"mx.{domain.name}", host_ip(index), domain.catch_all, [domain], domain.rtt)
-        host.greylisting = domain.greylisting
         if domain.defence in (BLACKHOLED, TARPIT):
-            host.behaviour = domain.defence
+            host.behaviour = domain.defence  # no server to greylist or to screen
         else:
+            host.greylisting = domain.greylisting = greylisting
             host.postscreen = domain.postscreen = postscreen
         if domain.defence == DEAD_FIRST_MX:
             # A name that sorts first, at a lower preference: tried first, and dead.
