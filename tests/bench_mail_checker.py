@@ -1876,12 +1876,19 @@ def report_burst(
 # --- Main -----------------------------------------------------------------------------------
 
 
-def raise_open_file_limit() -> None:
-    """Thousands of listening sockets here, and the checker's sessions (it inherits the limit
-    unless the scenario sets its own)."""
+def raise_open_file_limit(world: World, scenario: Scenario) -> None:
+    """A listening socket per host here (and a queued connection per blackholed one), the
+    servers' ends of the checker's sessions, and the checker's own (it inherits the limit
+    unless the scenario sets one)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    needed = 2 * len(world.hosts) + (scenario.open_files or 1024) + 64
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"bench_mail_checker.py: this scenario needs about {needed:,} open files, and the "
+            f"hard limit is {hard:,} (ulimit -Hn)."
+        )
 
 
 def progress(text: str) -> None:
@@ -1933,11 +1940,11 @@ def main() -> int:
     if args.rtt_ms is not None:
         scenario = dataclasses.replace(scenario, rtt=args.rtt_ms / 1000)
     repeat = args.repeat or scenario.repeat
-    raise_open_file_limit()
 
     load_before = os.getloadavg()  # other work on this machine slows the runs down
     progress("building the world and starting the peers")
     world = build(scenario, args.seed)
+    raise_open_file_limit(world, scenario)
     network = start_network(world, scenario)
     # The world and the peers live to the end: keep them out of the collector's full passes,
     # which would otherwise stall the simulated network in the middle of a run.
