@@ -381,7 +381,8 @@ class Domain:
 
     @property
     def refusals(self) -> int:
-        """RCPTs a server must refuse for this domain: missing mailboxes and the probe."""
+        """RCPTs a server must refuse for this domain: missing mailboxes and the probe; every
+        one at a greylisting domain."""
         if self.greylisting:
             return len(self.addresses) + 1
         return 0 if self.catch_all else len(self.addresses) - len(self.existing) + 1
@@ -1762,11 +1763,7 @@ def defence_targets(results: list[CheckerResult]) -> list[Target]:
 
 
 def report_realistic(
-    world: World,
-    scenario: Scenario,
-    network: Network,
-    start_up: ProcessRun,
-    results: list[CheckerResult],
+    world: World, scenario: Scenario, start_up: ProcessRun, results: list[CheckerResult]
 ) -> bool:
     total = len(world.addresses)
     bound = realistic_lower_bound(world, scenario)
@@ -1975,7 +1972,7 @@ def main() -> int:
         print_world(world, scenario, args.seed)
     print_setting(scenario, args.concurrency, repeat, load_before)
     if args.realistic:
-        met = report_realistic(world, scenario, network, start_up, results)
+        met = report_realistic(world, scenario, start_up, results)
     elif args.burst:
         met = report_burst(world, scenario, start_up, results)
     elif baseline is None:
