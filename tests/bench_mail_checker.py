@@ -45,16 +45,20 @@ with R the RCPTs a session may carry, L the refused RCPTs after which h hangs up
 connections h allows, and for each domain d it serves n_d addresses of which E_d must be
 refused (the missing mailboxes plus the catch-all probe; 0 at a catch-all domain):
 
-    S_d = max(ceil((n_d + 1) / R), ceil(E_d / (L - 1)))   sessions d needs (+1: the probe;
-                                                           L - 1: stay short of the hang-up)
+    S_d = max(ceil((n_d + 1) / R), ceil(E_d / B))   sessions d needs (+1: the probe)
     S_h = sum of S_d over the domains h serves
-    T_h = RTT * (2 + 3 * ceil(S_h / C))
+    N_h = sum of (n_d + 1) over the domains h serves  RCPTs h must answer
+    T_h = RTT * (2 + ceil((2 * S_h + ceil(N_h / B)) / C))
 
-2 round trips of DNS (MX, then the host's A and AAAA together) and, for each wave of C
-sessions, 3 round trips: connect and greeting, EHLO, one pipelined MAIL+RCPT batch. Hosts are
-worked on in parallel, so the bound is max over hosts of T_h; it leaves out the interpreter's
-start-up and all computing time. The minimum number of connections the per-session limits
-allow is the sum over hosts of S_h.
+B = 9 is the politeness rule the checker keeps: a session never has more RCPTs outstanding
+than the refusals it may still make before Postfix's soft error limit of 10, so it may make at
+most 9 and has at most 9 RCPTs in flight in any round trip. 2 round trips of DNS (MX, then the
+host's A and AAAA together); then each session spends 2 round trips on connect and greeting and
+on EHLO, and every round trip of a session carries at most B RCPTs (MAIL, RSET and QUIT ride
+in the same writes), all within C sessions at once: the host's C connection slots must hold
+2 S_h + N_h / B session round trips. Hosts are worked on in parallel, so the bound is max over
+hosts of T_h; it leaves out the interpreter's start-up and all computing time. The minimum
+number of connections the per-session limits allow is the sum over hosts of S_h.
 
 The baseline is how the common Python tools check an address, one at a time: DNS MX and A
 lookups (dnspython), then one smtplib session (connect, EHLO, MAIL, RCPT, QUIT) per address.
@@ -230,8 +234,8 @@ TOO_MANY_ERRORS_REPLY = "421 4.7.0 {host} Error: too many errors"
 ERROR_SLEEP = 1.0  # smtpd_error_sleep_time
 POSTSCREEN_GREET_WAIT = 6.0  # postscreen_greet_wait
 
-# The politeness the realistic lower bound assumes: refused RCPTs per session, one short of
-# Postfix's smtpd_soft_error_limit.
+# The politeness every lower bound assumes: refused RCPTs per session, one short of Postfix's
+# smtpd_soft_error_limit, and so also the RCPTs a session may have in flight at once.
 POLITE_REFUSALS_PER_SESSION = 9
 # Files a checker keeps open besides its SMTP sockets, at the least: stdin, stdout, stderr,
 # the event loop's epoll and its self-pipe (two), the output file, one DNS socket.
@@ -550,7 +554,7 @@ def build_burst_world(scenario: Scenario, seed: int) -> World:
 def sessions_needed(domain: Domain, scenario: Scenario) -> int:
     assert scenario.rcpts_per_session is not None  # the idealised scenarios set it
     by_rcpts = math.ceil((len(domain.addresses) + 1) / scenario.rcpts_per_session)
-    by_errors = math.ceil(domain.refusals / (scenario.errors_per_session - 1))
+    by_errors = math.ceil(domain.refusals / POLITE_REFUSALS_PER_SESSION)
     return max(by_rcpts, by_errors)
 
 
@@ -560,21 +564,22 @@ class LowerBound:
     round_trips: int
     connections: int  # the minimum the per-session limits allow
     slowest_host: str  # the host that sets the bound
-    sessions: int
-    waves: int
+    sessions: int  # that host's
+    rcpts: int  # that host's
 
 
 def lower_bound(world: World, scenario: Scenario) -> LowerBound:
     """The docstring's formula for scenarios 1 and 2."""
-    connections, slowest = 0, (0, 0, "")
+    connections, slowest = 0, (0, 0, 0, "")
     for host in world.hosts:
         sessions = sum(sessions_needed(domain, scenario) for domain in host.domains)
-        waves = math.ceil(sessions / scenario.max_connections)
-        slowest = max(slowest, (waves, sessions, host.name))
+        rcpts = sum(len(domain.addresses) + 1 for domain in host.domains)
+        session_round_trips = 2 * sessions + math.ceil(rcpts / POLITE_REFUSALS_PER_SESSION)
+        round_trips = 2 + math.ceil(session_round_trips / scenario.max_connections)
+        slowest = max(slowest, (round_trips, sessions, rcpts, host.name))
         connections += sessions
-    waves, sessions, name = slowest
-    round_trips = 2 + 3 * waves
-    return LowerBound(scenario.rtt * round_trips, round_trips, connections, name, sessions, waves)
+    round_trips, sessions, rcpts, name = slowest
+    return LowerBound(scenario.rtt * round_trips, round_trips, connections, name, sessions, rcpts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1604,8 +1609,10 @@ def report_speed(
     print_details(results, world, scenario, start_up)
     print(
         f"  lower bound: {bound.round_trips} RTT, set by {bound.slowest_host}: "
-        f"{bound.sessions} sessions in {bound.waves} waves of {scenario.max_connections} "
-        "(formula in this script's docstring; it leaves out start-up and computing)"
+        f"{bound.sessions} sessions and {bound.rcpts} RCPTs, at most "
+        f"{POLITE_REFUSALS_PER_SESSION} in flight per session, {scenario.max_connections} "
+        "sessions at once (formula in this script's docstring; it leaves out start-up and "
+        "computing)"
     )
     speedup = baseline_total / run.wall
     connections = max(result.traffic.connections for result in results)
