@@ -200,8 +200,8 @@ def main() -> None:
 
 
 def record_all(work: Path, root: Path) -> dict[str, Any]:
-    pf, pv, ex = Postfix.local_domain, Postfix.virtual_domain, Exim.domain
-    ol, ov = OpenSmtpd.local_domain, OpenSmtpd.virtual_domain
+    pf, pv, ex = Postfix.domain, Postfix.virtual_domain, Exim.domain
+    ol, ov = OpenSmtpd.domain, OpenSmtpd.virtual_domain
     records = [
         record_server(
             Postfix(work / "postfix", "127.0.0.21", PORT, root=root),

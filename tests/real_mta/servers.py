@@ -54,6 +54,7 @@ class MailServer:
     name = ""
     system_users: tuple[str, ...] = ()
     binary = ""  # relative to the root; its absence means the package is not there
+    domain = ""  # the test domain it takes mail for (local users)
 
     def __init__(
         self,
@@ -62,8 +63,10 @@ class MailServer:
         port: int,
         overrides: Mapping[str, str] | None = None,
         root: Path | None = None,
+        domain: str | None = None,
     ) -> None:
         self.root = root or mta_root()
+        self.domain = domain or self.domain
         self.workdir = workdir
         self.address = address
         self.port = port
@@ -162,7 +165,7 @@ class Postfix(MailServer):
     name = "Postfix"
     binary = "usr/lib/postfix/sbin/master"
     system_users = ("postfix",)
-    local_domain = "postfix.test"
+    domain = "postfix.test"
     virtual_domain = "virtual.postfix.test"
     local_users = ("alice", "bob")
     virtual_users = ("carol",)
@@ -193,8 +196,8 @@ class Postfix(MailServer):
             "smtpd_tls_security_level": "may",
             "smtp_tls_security_level": "may",
             # the test domain and its users
-            "myhostname": f"mx.{self.local_domain}",
-            "mydestination": self.local_domain,
+            "myhostname": f"mx.{self.domain}",
+            "mydestination": self.domain,
             "local_recipient_maps": f"texthash:{work}/local_users",
             "virtual_mailbox_domains": self.virtual_domain,
             "virtual_mailbox_maps": f"texthash:{work}/virtual_users",
@@ -249,7 +252,7 @@ class Postfix(MailServer):
         (work / "virtual_users").write_text(
             "".join(f"{user}@{self.virtual_domain} x\n" for user in self.virtual_users)
         )
-        _self_signed_certificate(work / "tls", f"mx.{self.local_domain}")
+        _self_signed_certificate(work / "tls", f"mx.{self.domain}")
         spool = work / "spool"
         for directory, mode, group in [
             *((name, 0o700, None) for name in self.QUEUE_DIRECTORIES),
@@ -350,7 +353,7 @@ class OpenSmtpd(MailServer):
     name = "OpenSMTPD"
     binary = "usr/sbin/smtpd"
     system_users = ("opensmtpd", "opensmtpq")
-    local_domain = "opensmtpd.test"
+    domain = "opensmtpd.test"
     virtual_domain = "virtual.opensmtpd.test"
     virtual_users = ("carol",)
 
@@ -365,10 +368,10 @@ class OpenSmtpd(MailServer):
             "".join(f"{option} {value}\n" for option, value in self.overrides.items())
             + f"table aliases file:{work}/aliases\n"
             f"table vusers file:{work}/virtual_users\n"
-            f"listen on {self.address} port {self.port} hostname mx.{self.local_domain}\n"
+            f"listen on {self.address} port {self.port} hostname mx.{self.domain}\n"
             'action "local" maildir alias <aliases>\n'
             'action "virtual" maildir virtual <vusers>\n'
-            f'match from any for domain "{self.local_domain}" action "local"\n'
+            f'match from any for domain "{self.domain}" action "local"\n'
             f'match from any for domain "{self.virtual_domain}" action "virtual"\n'
         )
 
