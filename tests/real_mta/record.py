@@ -73,6 +73,18 @@ class Client:
         self._since = now
         return reply
 
+    def await_close(self) -> None:
+        """After a 421 the server ends the connection: record when, and how."""
+        started = time.monotonic()
+        try:
+            while self._socket.recv(65536):
+                pass
+            how = "(connection closed)"
+        except ConnectionResetError:
+            how = "(connection reset)"
+        seconds = round(time.monotonic() - started, 3)
+        self.exchanges.append({"command": None, "reply": how, "seconds": seconds})
+
     def send(self, command: str) -> list[str] | None:
         self._since = time.monotonic()
         self._socket.sendall(command.encode() + b"\r\n")
@@ -140,7 +152,11 @@ def unknown_one_by_one(domain: str, then: tuple[str, ...] = ()) -> Any:
         client.send(f"EHLO {HELO}")
         client.send("MAIL FROM:<>")
         for index in range(1, UNKNOWN_RCPTS + 1):
-            if client.send(f"RCPT TO:<nosuchuser{index}@{domain}>") is None:
+            reply = client.send(f"RCPT TO:<nosuchuser{index}@{domain}>")
+            if reply is None:
+                return
+            if reply[-1].startswith("421"):
+                client.await_close()
                 return
         for command in then:
             if client.send(command) is None:
@@ -362,7 +378,8 @@ def record_all(work: Path, root: Path) -> dict[str, Any]:
         "how": "tests/real_mta/record.py: Debian bookworm packages (tests/real_mta/setup.sh), "
         "one server at a time on loopback, a raw socket client; 'seconds' is the time from "
         "the client's write (for pipelined commands: from the previous reply) to the reply; "
-        "a command of null is the greeting.",
+        "a command of null is the greeting, or the server's closing of the connection after a "
+        "421.",
         "packages": _packages(root),
         "servers": records,
     }
