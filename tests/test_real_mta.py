@@ -174,6 +174,19 @@ def test_many_unknown_mailboxes_never_reach_postfix_soft_error_limit(
     assert "too many errors" not in server.log_text()[log_before:]
 
 
+def test_many_unknown_mailboxes_at_exim_each_get_their_one_right_verdict(
+    real_mtas: RealMtas, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    # Exim's default ACL refuses every RCPT of a transaction from the 11th on, existing
+    # mailboxes too, once fewer than half were accepted: "550 Rejected for too many bad
+    # recipients".
+    server = serve("exim", real_mtas, dns_responder)
+    expected = {f"{user}@{server.domain}": ("valid", "accepted") for user in MAILBOXES["exim"]}
+    expected |= {f"nosuchuser{n}@{server.domain}": ("invalid", "rejected") for n in range(1, 21)}
+    run = check(*expected)
+    assert run.outcomes == expected
+
+
 @dataclass(frozen=True)
 class PostfixSession:
     """One connection as Postfix's "disconnect from" line counts it."""
