@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import (
@@ -302,13 +302,20 @@ async def endless_goodbye(server: RawServer, reader: asyncio.StreamReader, write
         await writer.drain()
 
 
-def test_a_reply_that_never_ends_is_cut_off_not_read_into_memory(
-    dns_responder: DnsResponder, check: RunCli, mx_port: int
-) -> None:
+@pytest.fixture
+def start_raw_mx(dns_responder: DnsResponder, mx_port: int) -> Iterator[Callable[..., RawServer]]:
+    """Start a RawServer running `talk` as example.test's MX host; it stops after the test."""
     dns_responder.add_mx("example.test", [(10, "mx.example.test")])
     dns_responder.add_a("mx.example.test", MX1)
-    with RawServer(MX1, mx_port, endless_ehlo) as server:
-        run = check("alice@example.test")
+    with contextlib.ExitStack() as servers:
+        yield lambda talk: servers.enter_context(RawServer(MX1, mx_port, talk))
+
+
+def test_a_reply_that_never_ends_is_cut_off_not_read_into_memory(
+    start_raw_mx: Callable[..., RawServer], check: RunCli
+) -> None:
+    server = start_raw_mx(endless_ehlo)
+    run = check("alice@example.test")
     verdict = run.by_email["alice@example.test"]
     assert (verdict["status"], verdict["reason"]) == ("unknown", "unreachable")
     assert "sent a reply longer than 65536 bytes" in verdict["detail"]
@@ -316,12 +323,10 @@ def test_a_reply_that_never_ends_is_cut_off_not_read_into_memory(
 
 
 def test_bytes_after_the_goodbye_are_read_only_up_to_a_cap(
-    dns_responder: DnsResponder, check: RunCli, mx_port: int
+    start_raw_mx: Callable[..., RawServer], check: RunCli
 ) -> None:
-    dns_responder.add_mx("example.test", [(10, "mx.example.test")])
-    dns_responder.add_a("mx.example.test", MX1)
-    with RawServer(MX1, mx_port, endless_goodbye) as server:
-        run = check("alice@example.test", "bob@example.test")
+    server = start_raw_mx(endless_goodbye)
+    run = check("alice@example.test", "bob@example.test")
     assert run.outcomes == {
         "alice@example.test": ("valid", "accepted"),
         "bob@example.test": ("invalid", "rejected"),

@@ -115,14 +115,11 @@ def test_recipient_limit_per_transaction_continues_after_rset_in_the_same_sessio
 ) -> None:
     # Without PIPELINING the QUIT never rides with a batch, so the session that met the limit
     # is still open to take the rest in a second transaction.
+    names = ["alice", "bob", "carol", "dave"]
     peer = start_mx(
-        "example.test",
-        MX1,
-        mailboxes={"alice", "bob", "carol", "dave"},
-        max_rcpt_per_transaction=2,
-        pipelining=False,
+        "example.test", MX1, mailboxes=set(names), max_rcpt_per_transaction=2, pipelining=False
     )
-    run = check(*(f"{name}@example.test" for name in ("alice", "bob", "carol", "dave")))
+    run = check(*(f"{name}@example.test" for name in names))
     assert set(run.outcomes.values()) == {("valid", "accepted")}
     assert peer.connections == 1
     assert "RSET" in verbs(peer.sessions[0])
