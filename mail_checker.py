@@ -57,7 +57,6 @@ from dotenv import load_dotenv
 
 MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 4.5.3.1.1
 MAX_DOMAIN_OCTETS = 253  # RFC 1035 2.3.4 (255 on the wire, minus the length octets)
-MAX_LABEL_OCTETS = 63  # RFC 1035 2.3.4
 MAX_ADDRESS_OCTETS = 254  # RFC 5321 4.5.3.1.3: a path is 256 octets including "<" and ">"
 
 # RFC 5322 3.2.3: atext, the characters of a dot-atom besides letters and digits.
@@ -323,18 +322,13 @@ def to_ascii_domain(domain: str) -> str:
             f"The part after the @-sign is not a valid domain name ({error})."
         ) from None
     ascii_domain = ascii_domain.lower()
-    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
-        raise AddressSyntaxError(
-            f"The part after the @-sign is longer than {MAX_DOMAIN_OCTETS} octets."
-        )
+    if ascii_domain.endswith("."):  # a final full-width or ideographic full stop, mapped by IDNA
+        raise AddressSyntaxError("The part after the @-sign cannot start or end with a period.")
     labels = ascii_domain.split(".")
     if len(labels) < 2:
         raise AddressSyntaxError("The part after the @-sign must contain a period.")
+    # IDNA has checked the lengths: 63 octets a label, 253 in all (RFC 1035 2.3.4).
     for label in labels:
-        if len(label) > MAX_LABEL_OCTETS:
-            raise AddressSyntaxError(
-                f"A part of the domain is longer than {MAX_LABEL_OCTETS} octets."
-            )
         if not LDH_LABEL.match(label):
             raise AddressSyntaxError(
                 f"The domain part {label!r} may hold only letters, digits and inner hyphens."
