@@ -578,7 +578,15 @@ class Dns:
             self.lookups[key] = asyncio.ensure_future(self._ask(name, rdtype))
             if len(self.lookups) > CACHED_LOOKUPS:
                 del self.lookups[next(iter(self.lookups))]  # the oldest
-        return await asyncio.shield(self.lookups[key])
+        lookup = self.lookups[key]
+        try:
+            return await asyncio.shield(lookup)
+        except DnsError:
+            # Shared by those who asked meanwhile, but not kept: a domain that asks later
+            # (many share an MX host) gets a fresh try rather than an old timeout.
+            if self.lookups.get(key) is lookup:
+                del self.lookups[key]
+            raise
 
     async def _ask(self, name: str, rdtype: dns.rdatatype.RdataType) -> Records:
         what = f"{name} {rdtype.name}"
@@ -618,36 +626,35 @@ class Dns:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         servers = list(self.servers)
-        sent: dict[asyncio.Future, tuple[DnsSocket, int, tuple[str, int]]] = {}
+        sent: list[tuple[DnsSocket, int]] = []  # every query, to forget at the end
+        unheard: dict[asyncio.Future[dns.message.Message], tuple[str, int]] = {}
+        failures: list[str] = []  # why servers were dropped
         # A short --timeout still leaves every server its turn.
         wait = min(DNS_FIRST_RETRY, self.timeout / (len(servers) + 1))
         turn = 0
         try:
-            while servers:
+            while servers and loop.time() < deadline:
                 server = servers[turn % len(servers)]
                 turn += 1
                 family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
                 try:
                     udp = await self._socket(family)
                     query_id, answered = udp.send(question, server)
-                    sent[answered] = (udp, query_id, server)
-                except OSError:
+                except OSError as error:
                     servers.remove(server)
+                    failures.append(f"{server[0]}: {error.strerror or error}")
                     continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                pause = min(remaining, wait * random.uniform(0.75, 1.25))
+                sent.append((udp, query_id))
+                unheard[answered] = server
+                pause = min(deadline - loop.time(), wait * random.uniform(0.75, 1.25))
                 wait *= 2
                 done, _ = await asyncio.wait(
-                    [future for future in sent if not future.done()] or [answered],
-                    timeout=pause,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    unheard, timeout=max(pause, 0), return_when=asyncio.FIRST_COMPLETED
                 )
                 for future in done:
-                    _, _, from_server = sent[future]
-                    response = future.result()
-                    if response.flags & dns.flags.TC:
+                    from_server = unheard.pop(future)
+                    response: dns.message.Message | None = future.result()
+                    if response is not None and response.flags & dns.flags.TC:
                         try:
                             response = await self._over_tcp(
                                 question, from_server, deadline - loop.time()
@@ -658,14 +665,18 @@ class Dns:
                         return response, from_server
                     if from_server in servers:
                         servers.remove(from_server)
-                if loop.time() >= deadline:
-                    break
+                        why = (
+                            dns.rcode.to_text(response.rcode())
+                            if response
+                            else "no answer over TCP"
+                        )
+                        failures.append(f"{from_server[0]}: {why}")
         finally:
-            for udp, query_id, _ in sent.values():
+            for udp, query_id in sent:
                 udp.forget(query_id)
         if servers:
             raise DnsError("the DNS query timed out")
-        raise DnsError("no DNS server gave a usable answer (SERVFAIL, or the query was refused)")
+        raise DnsError(f"no DNS server gave a usable answer ({'; '.join(failures)})")
 
     async def _socket(self, family: socket.AddressFamily) -> DnsSocket:
         """The family's socket; a fresh one, with a fresh source port, every
@@ -674,6 +685,8 @@ class Dns:
         if opening and (udp := opened(opening)) and udp.sent >= QUERIES_PER_SOCKET:
             udp.retire()
             opening = None
+        elif opening and opening.done() and not opened(opening):
+            opening = None  # it could not be opened (out of files?): try afresh
         if opening is None:
             opening = self.sockets[family] = asyncio.ensure_future(self._open_socket(family))
         return await asyncio.shield(opening)
@@ -936,7 +949,9 @@ class SmtpClient:
         """EHLO, or HELO when the server does not know EHLO (RFC 5321 4.1.1.1)."""
         reply = await self.command(f"EHLO {name}")
         if reply.code == ReplyCode.OK:
-            self.extensions = {line.split()[0].upper() for line in reply.lines[1:] if line}
+            self.extensions = {
+                words[0].upper() for line in reply.lines[1:] if (words := line.split())
+            }
             return reply
         if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
             return reply
@@ -1308,6 +1323,11 @@ class VerdictLedger:
         for address in addresses:
             self.issue(address.given, NO_VERDICT_REACHED, address)
 
+    def close_remaining(self) -> None:
+        """The run is over: the same for every address still without a verdict."""
+        for given in list(self.undecided):
+            self.issue(given, NO_VERDICT_REACHED)
+
 
 class RecipientQueue:
     """A domain's addresses waiting to be asked, and the limits its servers have shown:
@@ -1320,10 +1340,12 @@ class RecipientQueue:
         self.error_budget = ERRORS_PER_SESSION
 
     def room(self, answered: int, errors: int) -> int:
-        """RCPTs a session may have outstanding after `answered` replies with `errors` among
-        them: never more than its remaining error budget, so that even if every one of them
-        is refused the session stays below the server's error limit."""
-        return min(self.session_cap - answered, self.transaction_cap, self.error_budget - errors)
+        """RCPTs the next batch of a session may carry after `answered` RCPT replies and
+        `errors` refusals: no more than its remaining error budget allows, with one refusal
+        kept for the batch's own MAIL FROM, so that even if the MAIL FROM and every RCPT are
+        refused the session stays below the server's error limit."""
+        errors_left = self.error_budget - errors - 1
+        return min(self.session_cap - answered, self.transaction_cap, errors_left)
 
     def take(self, count: int) -> list[Pending]:
         return [self.waiting.popleft() for _ in range(min(count, len(self.waiting)))]
@@ -1346,8 +1368,7 @@ class RecipientQueue:
 
     def learn_error_limit(self, errors: int) -> None:
         """The server hung up after this many errors: stay further below from now on."""
-        if errors:
-            self.error_budget = max(1, min(self.error_budget, errors - 1))
+        self.error_budget = max(2, min(self.error_budget, errors - 1))
 
 
 class CatchAllProbe:
@@ -1371,17 +1392,27 @@ class CatchAllProbe:
         self.queued = False
         return [self.item]
 
-    def answered(self, reply: Reply | None) -> None:
+    def answered(self, reply: Reply) -> None:
         """Any 2xx for the made-up address means catch-all, any 5xx that it is not (the
-        server refuses some addresses); a 4xx or no answer is asked again while attempts
-        last, and leaves it unknown after that."""
-        conclusive = reply is not None and not 400 <= reply.code < 500
-        self.item.attempts += 1
-        if not conclusive and self.item.attempts < MAX_ATTEMPTS:
-            self.queued = True
+        server refuses some addresses); a 4xx is asked again while attempts last."""
+        if self.settled:
             return
-        self.catch_all = reply.code < 400 if reply is not None and conclusive else None
+        if 400 <= reply.code < 500:
+            self.retry()
+            return
+        self.catch_all = reply.code < 400
         self.settled, self.queued = True, False
+
+    def retry(self) -> None:
+        """No clear answer this time (a deferral, "too many recipients", a drop): ask again
+        while attempts last, and leave catch-all unknown after that."""
+        if self.settled:
+            return
+        self.item.attempts += 1
+        if self.item.attempts < MAX_ATTEMPTS:
+            self.queued = True
+        else:
+            self.give_up()
 
     def give_up(self) -> None:
         self.settled, self.queued = True, False
@@ -1435,18 +1466,19 @@ class HostGate:
 
 # How many MX hosts of how many domains must fail to connect, with no connection made yet,
 # before a run concludes that this machine cannot reach port 25 at all.
-PORT_25_EVIDENCE = 5
-PORT_25_BLOCKED = Outcome(
-    Reason.UNREACHABLE,
-    "Not tried: outbound port 25 looks blocked from this machine (the first MX hosts of "
-    "several domains could not be connected to).",
-)
+BLOCKED_PORT_EVIDENCE = 5
 
 
 class PortWatch:
     """Tells from the first connections of a run whether outbound port 25 is blocked here."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.verdict = Outcome(
+            Reason.UNREACHABLE,
+            f"Not tried: outbound port {port} looks blocked from this machine (the first MX "
+            "hosts of several domains could not be connected to).",
+        )
         self.connected = False
         self.failed_hosts: set[str] = set()
         self.failed_domains: set[str] = set()
@@ -1458,7 +1490,7 @@ class PortWatch:
             return False
         self.failed_hosts.add(host)
         self.failed_domains.add(domain)
-        if min(len(self.failed_hosts), len(self.failed_domains)) < PORT_25_EVIDENCE:
+        if min(len(self.failed_hosts), len(self.failed_domains)) < BLOCKED_PORT_EVIDENCE:
             return False
         self.blocked.set()
         return True
@@ -1485,8 +1517,8 @@ def unreachable(detail: str) -> HostTrouble:
 @dataclass
 class TransactionOutcome:
     answered: int = 0  # RCPTs that got a reply of their own ("too many recipients" not counted)
-    errors: int = 0  # 4xx and 5xx replies, which servers count against a session
     closing: bool = False  # the server hung up or said 421: the session is over
+    mail_refused: bool = False  # MAIL FROM was refused: this session asks no more
     quit_sent: bool = False  # QUIT went with the batch and was answered
 
 
@@ -1503,8 +1535,8 @@ class Session:
     client: SmtpClient
     mx: str
     gate: HostGate
-    answered: int = 0  # RCPT replies so far
-    errors: int = 0  # of them, and of MAIL FROM, the refusals
+    answered: int = 0  # RCPTs that got a reply of their own
+    errors: int = 0  # 4xx and 5xx replies, which servers count against a session
 
 
 class MxHosts:
@@ -1557,8 +1589,9 @@ class MxHosts:
             except HostTrouble as trouble:
                 gate.release()
                 self.checker.sockets.release()
-                if trouble.outcome.reason != Reason.UNREACHABLE or trouble.outcome is (
-                    PORT_25_BLOCKED
+                if (
+                    trouble.outcome.reason != Reason.UNREACHABLE
+                    or trouble.outcome is self.checker.port_watch.verdict
                 ):
                     raise
                 silent.append(trouble.outcome.detail)
@@ -1575,32 +1608,33 @@ class MxHosts:
         fails after "220 ready", once more without it, as MTAs do for opportunistic TLS
         (RFC 7435)."""
         label = f"{name}[{ip}]"
-        reader, writer = await self.checker.open_connection(name, ip, self.domain)
-        client = SmtpClient(reader, writer, label, self.options.timeout, self.options.log)
-        try:
-            self.check_opening(GREETING, await client.read_reply(), name, label, gate)
-            helo = await self.checker.helo_name()
-            self.check_opening(HELLO, await client.hello(helo), name, label, gate)
-            if "STARTTLS" in client.extensions and ip not in self.checker.tls_failed:
-                try:
+        while True:
+            reader, writer = await self.checker.open_connection(name, ip, self.domain)
+            client = SmtpClient(reader, writer, label, self.options.timeout, self.options.log)
+            try:
+                self.check_opening(GREETING, await client.read_reply(), name, label, gate)
+                helo = await self.checker.helo_name()
+                self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+                if "STARTTLS" in client.extensions and ip not in self.checker.tls_failed:
                     ready = await client.starttls()
-                except TlsFailed:
-                    self.checker.tls_failed.add(ip)
+                    if ready.code == ReplyCode.SERVICE_READY:
+                        self.check_opening(HELLO, await client.hello(helo), name, label, gate)
+                return client
+            except TlsFailed:
+                self.checker.tls_failed.add(ip)  # the next connection stays in clear text
+                client.abort()
+            except SmtpDropped as error:  # its message names the host already
+                client.abort()
+                raise unreachable(f"{error}.") from None
+            except HostTrouble:
+                try:
+                    await client.quit()
+                finally:
                     client.abort()
-                    return await self.greet(name, ip, gate)
-                if ready.code == ReplyCode.SERVICE_READY:
-                    self.check_opening(HELLO, await client.hello(helo), name, label, gate)
-        except SmtpDropped as error:  # its message names the host already
-            client.abort()
-            raise unreachable(f"{error}.") from None
-        except HostTrouble:
-            await client.quit()
-            await client.close()
-            raise
-        except BaseException:
-            client.abort()
-            raise
-        return client
+                raise
+            except BaseException:
+                client.abort()
+                raise
 
     @staticmethod
     def check_opening(stage: str, reply: Reply, name: str, label: str, gate: HostGate) -> None:
@@ -1627,6 +1661,8 @@ class DomainCheck:
         self.mx_hosts = MxHosts(checker, domain, hosts)
         self.queue = RecipientQueue(addresses)
         self.probe = CatchAllProbe(domain, self.options.probe_seed)
+        self.live_sessions = 0
+        self.fruitless_sessions = 0  # ended by the server before any RCPT was answered
 
     def has_work(self) -> bool:
         return bool(self.queue.waiting) or self.probe.queued
@@ -1662,15 +1698,16 @@ class DomainCheck:
         """Ask again later. A charged retry counts against the address: after MAX_ATTEMPTS
         its last reply decides, or smtp_error when it never got one."""
         if item is self.probe.item:
-            if charged:
-                self.probe.answered(item.last_reply)
-                if self.probe.settled:
-                    self.release_held()
-            else:
-                self.probe.queued = True
-        elif self.queue.put_back(item, charged):
-            pass
-        elif item.last_reply is not None:
+            if not charged:
+                self.probe.queued = not self.probe.settled
+                return
+            self.probe.retry()
+            if self.probe.settled:
+                self.release_held()
+            return
+        if self.queue.put_back(item, charged):
+            return
+        if item.last_reply is not None:
             self.ledger.issue(
                 item.address.given,
                 outcome_of(RCPT, item.last_reply),
@@ -1682,11 +1719,13 @@ class DomainCheck:
             outcome = Outcome(Reason.SMTP_ERROR, f"{DETAILS[Reason.SMTP_ERROR]} ({why})")
             self.ledger.issue(item.address.given, outcome, item.address, mx)
 
-    def put_back_unanswered(self, items: list[Pending], why: str, mx: str) -> None:
-        """The session ended under a batch: only the address it ended at is charged, so a
-        server that hangs up after N commands still lets every address through in time."""
+    def put_back_unanswered(self, items: list[Pending], why: str, mx: str, progress: bool) -> None:
+        """The session ended under a batch. After progress only the address it ended at is
+        charged, so that a server that hangs up after N commands still lets every address
+        through in time; without any, every one is, so that a server that hangs up before
+        answering cannot keep the checker reconnecting."""
         for position, item in enumerate(reversed(items)):  # appendleft keeps their order
-            self.put_back(item, why, mx, charged=position == len(items) - 1)
+            self.put_back(item, why, mx, charged=not progress or position == len(items) - 1)
 
     def give_up(self, trouble: HostTrouble) -> None:
         """No host would talk to us: every queued address gets the same unknown verdict."""
@@ -1720,17 +1759,29 @@ class DomainCheck:
             except HostTrouble as trouble:
                 for item in reversed(batch):
                     self.put_back(item, trouble.outcome.detail, "", charged=False)
-                self.give_up(trouble)
+                if not self.live_sessions:  # else the sessions that work go on with the queue
+                    self.give_up(trouble)
                 return
+            self.live_sessions += 1
             try:
                 if not await self.converse(session, batch):
                     await session.client.quit()
-            except SmtpDropped:
-                pass  # what was in flight is back in the queue; the loop reconnects
+            except SmtpDropped as error:  # what was in flight is back in the queue
+                if not session.answered:
+                    self.fruitless_sessions += 1
+                    if self.fruitless_sessions >= MAX_ATTEMPTS:
+                        detail = (
+                            f"{session.mx} ended {self.fruitless_sessions} sessions before "
+                            f"answering any RCPT ({error})."
+                        )
+                        self.give_up(HostTrouble(Outcome(Reason.SMTP_ERROR, detail), mx=session.mx))
             finally:
-                await session.client.close()
-                session.gate.release()
-                self.checker.sockets.release()
+                self.live_sessions -= 1
+                try:
+                    await session.client.close()
+                finally:
+                    session.gate.release()
+                    self.checker.sockets.release()
 
     async def converse(self, session: Session, batch: list[Pending]) -> bool:
         """Transactions on one session, RSET between them, until its budgets are spent.
@@ -1744,13 +1795,13 @@ class DomainCheck:
             outcome = await self.transaction(session, batch, reset=not first, quit=last)
             first = False
             if outcome.closing:
-                if outcome.answered:  # hung up on our errors: stay further below
+                if session.errors:  # hung up on our errors: stay further below
                     self.queue.learn_error_limit(session.errors)
                 raise SmtpDropped(f"{session.mx} closed the session")
             if outcome.quit_sent:
                 return True
             room = self.queue.room(session.answered, session.errors)
-            if room <= 0:
+            if room <= 0 or outcome.mail_refused:
                 return False
             batch = self.take_batch(room)
         return False
@@ -1788,11 +1839,11 @@ class DomainCheck:
             mail_reply = await anext(replies)
             if mail_reply.code >= 400:
                 session.errors += 1
-                outcome.errors += 1
+                outcome.mail_refused = True
                 outcome.closing = mail_reply.code == ReplyCode.SERVICE_NOT_AVAILABLE
                 if not outcome.closing and "PIPELINING" in client.extensions:
-                    async for _ in replies:  # the pipelined RCPTs still get (503) replies
-                        pass
+                    async for reply in replies:  # the pipelined RCPTs still get (503) replies
+                        session.errors += reply.code >= 400
                     outcome.quit_sent = pipelined
                 refused, unanswered = unanswered, []
                 self.refused_at_mail(mail_reply, refused, mx)
@@ -1800,21 +1851,20 @@ class DomainCheck:
             for item in batch:
                 reply = await anext(replies)
                 unanswered.remove(item)
-                if reply.code >= 400 and reply.code != ReplyCode.SERVICE_NOT_AVAILABLE:
-                    session.errors += 1  # a 421 ends the session rather than counting in it
-                    outcome.errors += 1
+                if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:  # ends the session
+                    outcome.closing = True
+                    item.last_reply, item.last_mx = reply, mx
+                    ended, unanswered = [item, *unanswered], []
+                    why = f"{mx} closed the session"
+                    self.put_back_unanswered(ended, why, mx, progress=session.answered > 0)
+                    return outcome
+                session.errors += reply.code >= 400
                 if says_too_many_recipients(reply):
                     item.last_reply, item.last_mx = reply, mx
                     too_many.append(item)
                     continue
                 session.answered += 1
                 outcome.answered += 1
-                if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
-                    outcome.closing = True
-                    item.last_reply, item.last_mx = reply, mx
-                    ended, unanswered = [item, *unanswered], []
-                    self.put_back_unanswered(ended, f"{mx} closed the session", mx)
-                    return outcome
                 self.record(item, reply, mx)
             if pipelined:
                 await anext(replies)  # 221 to the QUIT
@@ -1822,7 +1872,7 @@ class DomainCheck:
             return outcome
         except SmtpDropped as error:
             ended, unanswered = unanswered, []
-            self.put_back_unanswered(ended, str(error), mx)
+            self.put_back_unanswered(ended, str(error), mx, progress=session.answered > 0)
             raise
         finally:
             await replies.aclose()
@@ -1867,7 +1917,7 @@ class Checker:
         self.sockets = asyncio.Semaphore(
             options.connections or options.concurrency * options.host_connections
         )
-        self.port_watch = PortWatch()
+        self.port_watch = PortWatch(options.smtp_port)
         self.tls_failed: set[str] = set()  # hosts whose TLS handshake failed: plain text there
         # Whatever reaches the wire is checked here too, for callers that skip the command line.
         self.helo = check_helo_name(options.helo) if options.helo else ""
@@ -1879,7 +1929,7 @@ class Checker:
         """The EHLO name: the option, else this host's name, asked once and only for SMTP
         (looking it up may itself query DNS)."""
         if not self.helo:
-            self.helo = self.options.helo or await asyncio.to_thread(socket.getfqdn)
+            self.helo = await asyncio.to_thread(socket.getfqdn)
         return self.helo
 
     def gate_for(self, ip: str) -> HostGate:
@@ -1891,11 +1941,11 @@ class Checker:
         self, name: str, ip: str, domain: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A TCP connection to an MX host (through the proxy, if any) within the timeout,
-        given up at once when the run has found port 25 blocked."""
+        given up at once when the run has found the SMTP port blocked."""
         label = f"{name}[{ip}]"
         watch = self.port_watch
         if watch.blocked.is_set():
-            raise HostTrouble(PORT_25_BLOCKED)
+            raise HostTrouble(watch.verdict)
         if self.proxy:
             opening = asyncio.ensure_future(socks5_connect(self.proxy, ip, self.options.smtp_port))
         else:
@@ -1916,7 +1966,7 @@ class Checker:
         if opening not in done:
             opening.cancel()
             if watch.blocked.is_set():
-                raise HostTrouble(PORT_25_BLOCKED)
+                raise HostTrouble(watch.verdict)
             self.connect_failed(name, domain)
             raise unreachable(f"{label}: no connection within {self.options.timeout:g} s.")
         error = opening.exception()
@@ -1932,13 +1982,21 @@ class Checker:
     def connect_failed(self, name: str, domain: str) -> None:
         if self.proxy is None and self.port_watch.failed(name, domain) and self.options.notice:
             self.options.notice(
-                "outbound port 25 looks blocked from this machine: the first MX hosts of "
-                f"{PORT_25_EVIDENCE} domains could not be connected to, so the rest are not "
-                "tried. Check through a SOCKS5 proxy (--proxy), stop at DNS (--level dns), "
-                'or see "Port 25 blocked" in the README.'
+                f"outbound port {self.options.smtp_port} looks blocked from this machine: the "
+                f"first MX hosts of {BLOCKED_PORT_EVIDENCE} domains could not be connected to, "
+                "so the rest are not tried. Check through a SOCKS5 proxy (--proxy), stop at "
+                'DNS (--level dns), or see "Port 25 blocked" in the README.'
             )
 
+    async def work_through(self, domains: RouteLookahead) -> None:
+        """Check one domain after another until none is left; several of these run at once."""
+        while job := domains.next():
+            domain, addresses, route = job
+            await self.check_domain(domain, addresses, await route)
+
     async def check_domain(self, domain: str, addresses: list[Address], route: MailRoute) -> None:
+        """Every address of the domain leaves with a verdict, even when the checker fails on
+        it: the fault becomes an unknown/smtp_error row naming it, and the run goes on."""
         try:
             if route.failure:
                 for address in addresses:
@@ -1951,6 +2009,10 @@ class Checker:
                     self.ledger.issue(address.given, outcome, address, route.hosts[0].name)
             else:
                 await DomainCheck(self, domain, addresses, route.hosts).run()
+        except Exception as fault:
+            outcome = Outcome(Reason.SMTP_ERROR, f"{NO_VERDICT_REACHED.detail} ({fault!r})")
+            for address in addresses:
+                self.ledger.issue(address.given, outcome, address)
         finally:
             self.ledger.close(addresses)
 
@@ -2016,18 +2078,17 @@ async def check_addresses(addresses: Iterable[str], options: Options) -> AsyncIt
     domains = RouteLookahead(checker.dns, by_domain, ahead=workers)
     del by_domain  # each domain's list is released when its domain is done
 
-    async def work() -> None:
-        while job := domains.next():
-            domain, domain_addresses, route = job
-            await checker.check_domain(domain, domain_addresses, await route)
-
-    tasks = [asyncio.ensure_future(work()) for _ in range(workers)]
+    tasks = [asyncio.ensure_future(checker.work_through(domains)) for _ in range(workers)]
     all_done = asyncio.gather(*tasks)
     all_done.add_done_callback(lambda _: results.put_nowait(None))
     try:
         while (verdict := await results.get()) is not None:
             yield verdict
         await all_done
+        ledger.close_remaining()
+        while not results.empty():
+            if verdict := results.get_nowait():
+                yield verdict
     finally:
         for task in tasks:
             task.cancel()
