@@ -1282,7 +1282,7 @@ async def send_all(
 
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url))
     # No parse_mode: each part goes with its entities, parsed here (see PARSE_MODES). Silence is
-    # passed with each request: aiogram's send methods no longer take it from the defaults.
+    # passed with each request: aiogram's send methods do not read it from the defaults.
     defaults = DefaultBotProperties(link_preview_is_disabled=options.no_preview or None)
     silent = options.silent or None
     everything_sent = True
@@ -1502,40 +1502,44 @@ async def run(
     return ExitStatus.SENT if everything_sent else ExitStatus.SEND_FAILED
 
 
-SIGNAL_OUTCOMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+# What the one line says, and the exit status, for each signal that stops the run.
+STOPPED_BY = {
+    signal.SIGINT: ("interrupted", ExitStatus.INTERRUPTED),
+    signal.SIGTERM: ("terminated", ExitStatus.TERMINATED),
+}
 
 
 @contextlib.contextmanager
 def _signals_cancel_sending() -> Iterator[None]:
     """While sending, SIGINT and SIGTERM cancel the sending task, so that the session is closed
-    and what was sent can be told; a signal raises Interrupted there instead."""
+    and what was sent can be told; the cancellation comes out as Interrupted."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    received: list[int] = []
+
+    def cancel(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
     installed = {}
-    for signum in SIGNAL_OUTCOMES:
+    for signum in STOPPED_BY:
         previous = signal.getsignal(signum)
         if previous is signal.SIG_IGN:
             continue  # started in the background with the signal ignored: keep it so
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Windows, threads
-            loop.add_signal_handler(signum, _cancel_for, task, signum)
+            loop.add_signal_handler(signum, cancel, signum)
             installed[signum] = previous
     try:
         yield
     except asyncio.CancelledError:
-        signum = getattr(task, "stopped_by", None)
-        if signum is None:
+        if not received:
             raise
-        raise Interrupted(signum) from None
+        raise Interrupted(received[0]) from None
     finally:
         for signum, previous in installed.items():
             loop.remove_signal_handler(signum)
             signal.signal(signum, previous)
-
-
-def _cancel_for(task: asyncio.Task[object], signum: int) -> None:
-    task.stopped_by = signum  # type: ignore[attr-defined]
-    task.cancel()
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -1555,9 +1559,9 @@ async def main(argv: list[str] | None = None) -> int:
             args, environment, env_paths, lambda line: print_error(line, token), progress
         )
     except Interrupted as interruption:
-        outcome = SIGNAL_OUTCOMES[signal.Signals(interruption.signum)]
+        outcome, status = STOPPED_BY[signal.Signals(interruption.signum)]
         print_error(f"{outcome}: {progress.summary()}", token)
-        return 128 + interruption.signum
+        return status
     except ToolError as error:
         print_error(str(error), token)
         return error.exit_status
@@ -1575,7 +1579,7 @@ async def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Until the sending starts, a signal raises Interrupted wherever the program is (reading a
     # slow stdin, say); SIGTERM would otherwise end the process without a word.
-    for signum in SIGNAL_OUTCOMES:
+    for signum in STOPPED_BY:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise_interrupted)
     sys.exit(asyncio.run(main()))
