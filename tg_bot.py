@@ -897,6 +897,7 @@ PICTOGRAPHIC_RANGES = (
 PICTOGRAPHIC_STARTS = tuple(start for start, _ in PICTOGRAPHIC_RANGES)
 # Indic_Conjunct_Break (Unicode 15.1, rule GB9c): a consonant, a virama (Linker) and a consonant
 # are one character in Devanagari, Bengali, Gujarati, Oriya, Telugu and Malayalam.
+ZERO_WIDTH_NON_JOINER = "\u200c"
 INDIC_LINKERS = frozenset([0x094D, 0x09CD, 0x0ACD, 0x0B4D, 0x0C4D, 0x0D4D])
 INDIC_CONSONANT_RANGES = (
     (0x0915, 0x0939), (0x0958, 0x095F), (0x0978, 0x097F), (0x0995, 0x09A8), (0x09AA, 0x09B0),
@@ -992,11 +993,17 @@ def is_grapheme_boundary(text: str, position: int) -> bool:
 
 
 def _follows_indic_linker(text: str, position: int) -> bool:
-    """Whether consonant [Extend Linker]* Linker [Extend Linker]* ends right before position."""
+    """Whether consonant [Extend Linker]* Linker [Extend Linker]* ends right before position.
+
+    A zero-width non-joiner is there to prevent a conjunct, so it is no InCB Extend.
+    """
     index, linked = position - 1, False
     while index >= 0 and (
         ord(text[index]) in INDIC_LINKERS
-        or _grapheme_class(text[index]) in (_Grapheme.EXTEND, _Grapheme.ZWJ)
+        or (
+            _grapheme_class(text[index]) in (_Grapheme.EXTEND, _Grapheme.ZWJ)
+            and text[index] != ZERO_WIDTH_NON_JOINER
+        )
     ):
         linked = linked or ord(text[index]) in INDIC_LINKERS
         index -= 1
