@@ -1158,6 +1158,13 @@ def _refusal(error: TelegramAPIError, what: str, chat: Chat) -> SendError:
         )
     if isinstance(error, TelegramEntityTooLarge):
         return SendError(f"Telegram refused {what} as too large ({description})")
+    if "can't parse entities" in description.lower():
+        # The formatting was read here by Telegram's rules; a Bot API server that reads it
+        # differently (a newer or older TDLib) can still refuse it.
+        return SendError(
+            f"Telegram could not read the formatting of {what} ({description}): "
+            "send it with --parse-mode none"
+        )
     if isinstance(error, TelegramBadRequest) and "chat not found" in description.lower():
         return ChatRefused(f"chat {chat} not found: {_not_found_hint(chat)}")
     if isinstance(error, TelegramBadRequest) and not any(

@@ -895,9 +895,11 @@ def test_a_chat_that_refuses_is_skipped_and_the_others_get_everything(
 def test_unparsable_entities_stop_every_chat(cli, stand_in, workdir):
     stand_in.reply_always("sendMessage", refuse(400, "Bad Request: can't parse entities: x"))
     write_message(workdir, "alert")
-    result = cli("--chat", "111", "--chat", "222")
+    result = cli("--chat", "111", "--chat", "222", "--parse-mode", "html")
     assert result.status == 1
     assert_one_clean_line(result.stderr)
+    assert "could not read the formatting of message 1/1 (Bad Request: can't parse" in result.stderr
+    assert "--parse-mode none" in result.stderr
     assert [sent.chat_id for sent in stand_in.received] == ["111"]
 
 
@@ -1254,14 +1256,22 @@ def test_script_help_shows_each_default_and_examples(script, tmp_path):
     assert "--chat=-100123456789" in help_text
 
 
-def test_script_not_set_names_the_env_files_it_looked_at(script, tmp_path):
+@pytest.mark.parametrize(
+    ("settings", "missing"),
+    [
+        ({}, "API_TOKEN is not set"),
+        ({"API_TOKEN": TOKEN}, "USER_ID is not set and no --chat was given"),
+    ],
+    ids=["token", "chat"],
+)
+def test_script_not_set_names_the_env_files_it_looked_at(script, tmp_path, settings, missing):
     home = tmp_path / "home"
     home.mkdir()
     write_message(home, "alert")
-    result = run_script(script, cwd=home, settings={})
+    result = run_script(script, cwd=home, settings=settings)
     assert result.status == 2
     assert result.stderr == (
-        "tg_bot.py: API_TOKEN is not set: put it in the environment or in .env (looked in "
+        f"tg_bot.py: {missing}: put it in the environment or in .env (looked in "
         f"{home}/.env and {script.parent}/.env); see .env.example\n"
     )
 
