@@ -79,10 +79,6 @@ EXAMPLE_TOKEN = "123456789:AAE..."
 # followed by :TOPIC, the message_thread_id of a forum topic (the form apprise uses).
 CHAT_ID = re.compile(r"(-?[0-9]+|@[A-Za-z][A-Za-z0-9_]*)(?::([0-9]+))?")
 TOPIC_ID = re.compile(r"[0-9]+")
-# Telegram's names for the --parse-mode choices, spelled as aiogram's ParseMode spells them;
-# kept here so that reading the markup and a dry run never import aiogram. No parse mode goes to
-# Telegram: the text is parsed here and sent with entities, so the cuts fall where Telegram counts.
-PARSE_MODES: dict[str, str | None] = {"none": None, "html": "HTML", "markdown": "MarkdownV2"}
 
 
 class ExitStatus(enum.IntEnum):
@@ -424,6 +420,7 @@ HTML_TAGS = {
 NAME_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 HTML_NAMED_CHARACTERS = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 CUSTOM_EMOJI_URL = re.compile(r"tg://emoji\?id=([0-9]+)")
+_URL_END = "Can't find end of a URL"
 
 
 @dataclass
@@ -488,7 +485,7 @@ def _markdown_url(markup: str, position: int) -> tuple[str, int]:
 
 def parse_markdown(markup: str) -> FormattedText:
     """Telegram's MarkdownV2: the text it shows and the formatting, or MarkupError."""
-    mode = "MarkdownV2"
+    mode = "MarkdownV2"  # ParseMode.MARKDOWN_V2
     out: list[str] = []
     entities: list[Entity] = []
     stack: list[_Open] = []
@@ -640,9 +637,6 @@ def parse_markdown(markup: str) -> FormattedText:
     return FormattedText("".join(out), _sorted(entities))
 
 
-_URL_END = "Can't find end of a URL"
-
-
 def _html_character(markup: str, position: int) -> tuple[str, int] | None:
     """The character an HTML entity at position stands for, and where the entity ends.
 
@@ -673,7 +667,7 @@ def _html_character(markup: str, position: int) -> tuple[str, int] | None:
 
 def parse_html(markup: str) -> FormattedText:
     """Telegram's HTML: the text it shows and the formatting, or MarkupError."""
-    mode = "HTML"
+    mode = "HTML"  # ParseMode.HTML
     out: list[str] = []
     entities: list[Entity] = []
     stack: list[_Open] = []
@@ -830,6 +824,10 @@ def _sorted(entities: list[Entity]) -> tuple[Entity, ...]:
     return tuple(sorted(entities, key=lambda entity: (entity.offset, -entity.length)))
 
 
+# The --parse-mode choices. No parse mode goes to Telegram: the text is parsed here and sent with
+# entities, so that the cuts fall where Telegram counts. Telegram's names for the two modes are
+# spelled out in the parsers' messages rather than taken from aiogram's ParseMode, so that
+# reading the markup and a dry run never import aiogram.
 PARSERS: dict[str, Callable[[str], FormattedText]] = {
     "none": FormattedText,
     "html": parse_html,
@@ -1295,7 +1293,7 @@ async def send_all(
     from aiogram.types import FSInputFile, MessageEntity
 
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url))
-    # No parse_mode: each part goes with its entities, parsed here (see PARSE_MODES). Silence is
+    # No parse_mode: each part goes with its entities, parsed here (see PARSERS). Silence is
     # passed with each request: aiogram's send methods do not read it from the defaults.
     defaults = DefaultBotProperties(link_preview_is_disabled=options.no_preview or None)
     silent = options.silent or None
@@ -1455,7 +1453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--parse-mode",
-        choices=PARSE_MODES,
+        choices=PARSERS,
         default="none",
         help="how the text is read: none (as it is), html, or markdown (MarkdownV2) "
         "(default: none)",

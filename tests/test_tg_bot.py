@@ -159,7 +159,7 @@ def assert_parts_rejoin(markup: str, parse_mode: str, parts: list[tg_bot.Formatt
     ],
 )
 def test_invalid_markup_names_line_column_and_telegrams_rule(parse_mode, markup, message):
-    mode = tg_bot.PARSE_MODES[parse_mode]
+    mode = {"html": "HTML", "markdown": "MarkdownV2"}[parse_mode]
     with pytest.raises(tg_bot.MarkupError) as refused:
         tg_bot.PARSERS[parse_mode](markup)
     assert str(refused.value) == (
