@@ -1324,32 +1324,48 @@ def test_script_dry_run_needs_no_settings(script, tmp_path):
     assert result.stdout == "--- message 1/1: 22 characters ---\nHello from the dry run\n"
 
 
-@pytest.mark.parametrize(
-    ("signum", "status", "outcome"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-    ids=["sigint", "sigterm"],
-)
-def test_script_stopped_while_sending_says_what_each_chat_got(
-    script, stand_in, tmp_path, signum, status, outcome
-):
-    stand_in.reply_next("sendMessage", accept)
-    stand_in.reply_always("sendMessage", never_answer)
+async def accept_first_chat_only(stand_in, request, received):
+    """Deliver to the chats whose id ends in 1; leave the others waiting for an answer."""
+    reply = accept if received.chat_id.endswith("1") else never_answer
+    return await reply(stand_in, request, received)
+
+
+def test_script_stopped_while_sending_says_what_each_chat_got(script, stand_in, tmp_path):
+    """SIGINT (exit 130) and SIGTERM (143), each to a run of its own; the two run side by
+    side, as each spends most of its start-up importing aiogram."""
+    stand_in.reply_always("sendMessage", accept_first_chat_only)
     write_message(tmp_path, "alert")
-    process = start_script(
-        script,
-        cwd=tmp_path,
-        settings={"API_TOKEN": TOKEN, "USER_ID": "111,222,333", "TELEGRAM_API_URL": stand_in.url},
-    )
-    wait_for(lambda: len(stand_in.received) == 2)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == status
-    assert_one_clean_line(stderr)
-    assert (stdout, stderr) == (
-        "",
-        f"tg_bot.py: {outcome}: chat 111 got message 1/1; message 1/1 to chat 222 may or may "
-        "not have arrived; nothing went to chat 333\n",
-    )
+    chats = {signal.SIGINT: "111,222,333", signal.SIGTERM: "-1001,-1002:7,-1003"}
+    processes = {
+        signum: start_script(
+            script,
+            cwd=tmp_path,
+            settings={"API_TOKEN": TOKEN, "USER_ID": user_id, "TELEGRAM_API_URL": stand_in.url},
+        )
+        for signum, user_id in chats.items()
+    }
+    wait_for(lambda: len(stand_in.received) == 4)
+    for signum, process in processes.items():
+        process.send_signal(signum)
+    outcomes = {}
+    for signum, process in processes.items():
+        stdout, stderr = process.communicate(timeout=30)
+        assert_one_clean_line(stderr)
+        outcomes[signum] = (process.returncode, stdout, stderr)
+    assert outcomes == {
+        signal.SIGINT: (
+            130,
+            "",
+            "tg_bot.py: interrupted: chat 111 got message 1/1; message 1/1 to chat 222 may or "
+            "may not have arrived; nothing went to chat 333\n",
+        ),
+        signal.SIGTERM: (
+            143,
+            "",
+            "tg_bot.py: terminated: chat -1001 got message 1/1; message 1/1 to chat -1002:7 may "
+            "or may not have arrived; nothing went to chat -1003\n",
+        ),
+    }
 
 
 def test_script_terminated_while_reading_stdin_says_nothing_was_sent(script, tmp_path):
