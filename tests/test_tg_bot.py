@@ -58,6 +58,7 @@ REAL_PACING = {
     for name in ("SECONDS_BETWEEN_MESSAGES", "FIRST_RETRY_DELAY", "FLOOD_WAIT_MARGIN")
 }
 ORACLES = {"html": parse_html, "markdown": parse_markdown_v2}
+RESERVED = "is reserved and must be escaped with the preceding '\\'"
 
 
 def paragraphs(count: int) -> str:
@@ -169,18 +170,33 @@ def test_invalid_markup_names_line_column_and_telegrams_rule(parse_mode, markup,
 
 
 @pytest.mark.parametrize(
-    ("markup", "reply"),
+    ("parse", "markup", "reply"),
     [
-        ("a.b", "Character '.' is reserved and must be escaped with the preceding '\\'"),
-        ("ok *bold", "Can't find end of Bold entity at byte offset 3"),
-        ("x |y", "Character '|' is reserved and must be escaped with the preceding '\\'"),
-        (">_a\nb_", "Can't find end of Italic entity at byte offset 1"),
-        ("a > b", "Character '>' is reserved and must be escaped with the preceding '\\'"),
+        (parse_markdown_v2, "a.b", f"Character '.' {RESERVED}"),
+        (parse_markdown_v2, "ok *bold", "Can't find end of Bold entity at byte offset 3"),
+        (parse_markdown_v2, "x |y", f"Character '|' {RESERVED}"),
+        (parse_markdown_v2, ">_a\nb_", "Can't find end of Italic entity at byte offset 1"),
+        (parse_markdown_v2, "a > b", f"Character '>' {RESERVED}"),
+        (parse_markdown_v2, "é *x", "Can't find end of Bold entity at byte offset 3"),
+        (parse_html, "é <br>", 'Unsupported start tag "br" at byte offset 3'),
+        (
+            parse_html,
+            "<b>x</i>",
+            'Unmatched end tag at byte offset 4, expected "</b>", found "</i>"',
+        ),
+        (parse_html, "x</b>", "Unexpected end tag at byte offset 1"),
+        (
+            parse_html,
+            '<span class="x">s</span>',
+            'Tag "span" must have class "tg-spoiler" at byte offset 0',
+        ),
+        (parse_html, "<a href=x/>", "Unexpected end of name token at byte offset 8"),
     ],
+    ids=lambda value: "" if callable(value) else None,
 )
-def test_stand_in_refuses_markdown_with_telegrams_texts(markup, reply):
+def test_stand_in_refuses_markup_with_telegrams_texts(parse, markup, reply):
     with pytest.raises(CannotParse, match=f"^{re.escape(reply)}$"):
-        parse_markdown_v2(markup)
+        parse(markup)
 
 
 # Characters that matter to the parsers, and some that do not; small texts hit every rule.
