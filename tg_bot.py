@@ -1,36 +1,43 @@
 """Send a text file, and optionally some documents, to Telegram chats through a bot.
 
-    python tg_bot.py [FILE | -] [--chat ID] [--parse-mode {none,html,markdown}] [--silent]
-                     [--no-preview] [--document PATH] [--api-url URL] [--dry-run]
+    python tg_bot.py [FILE | -] [--chat ID[:TOPIC]] [--thread ID] [--api-url URL]
+                     [--parse-mode {none,html,markdown}] [--silent] [--no-preview]
+                     [--document PATH] [--dry-run]
 
 The text (default message.txt in the current directory; - reads stdin) goes to every chat in
 USER_ID, or in --chat, through the bot whose token is API_TOKEN. Settings come from the
-environment or from .env in the current directory; variables already set win. Text longer than
-Telegram's 4096 characters is sent as several messages, split at paragraph, then line, then word
-boundaries, in order, with nothing lost, added or reordered. Flood control is waited out, failed
-connections and server errors are retried a few times, and a message Telegram accepted is never
-sent again. Exit status: 0 sent, 1 sending failed, 2 usage or configuration error, 130
-interrupted. Every failure is one line on stderr, and the bot token never appears in it.
+environment, or from .env in the current directory, failing that from .env beside this script;
+variables already set win. With --parse-mode html or markdown the markup is read here once, by
+Telegram's own rules, so that invalid markup sends nothing at all. Text longer than Telegram's
+4096 characters (counted as Telegram counts them, after the markup is read) is sent as several
+messages, split at paragraph, then line, then word boundaries, never inside a character, with
+the formatting carried across each cut. Flood control is waited out, failed connections and
+server errors are retried a few times, and a message Telegram accepted is never sent again.
+Exit status: 0 sent, 1 sending failed, 2 usage or configuration error, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM). Every failure is one line on stderr, and the bot token is never in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import contextlib
 import enum
 import os
 import re
+import signal
 import sys
 import traceback
 import unicodedata
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+import dotenv
 
 if TYPE_CHECKING:
     from aiogram.exceptions import TelegramAPIError
@@ -39,8 +46,9 @@ PROG = "tg_bot.py"
 DEFAULT_MESSAGE_FILE = "message.txt"
 DEFAULT_API_URL = "https://api.telegram.org"
 
-# Bot API sendMessage: "1-4096 characters after entities parsing". Markup is counted too, which
-# never undercounts what Telegram sees, so no formatted piece can be rejected as too long.
+# Bot API sendMessage: "1-4096 characters after entities parsing"; TDLib counts the code points
+# of the parsed text (utf8_length), so markup and escapes do not count, and neither does a
+# character written as an HTML entity more than once.
 MESSAGE_LIMIT = 4096
 # Bot API sendDocument: "files of any type of up to 50 MB". Counted in decimal megabytes, the
 # smaller reading, so a file this tool accepts is one Telegram accepts.
@@ -62,30 +70,23 @@ REQUEST_TIMEOUT = 60
 SLOWEST_UPLOAD_BYTES_PER_SECOND = 100_000
 
 # @BotFather's tokens are the bot's numeric id, a colon and a secret of URL-safe characters;
-# anything else would only fail later, with the token inside a request URL.
-BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
-# A chat id is a number (negative for groups and channels) or a public @username.
-CHAT_ID = re.compile(r"-?[0-9]+|@[A-Za-z][A-Za-z0-9_]*")
-# Telegram's names for the --parse-mode choices; none sends the text as it is.
-PARSE_MODES: dict[str, str | None] = {"none": None, "html": "HTML", "markdown": "MarkdownV2"}
-
-ZERO_WIDTH_JOINER = "\u200d"
-# A piece boundary goes only after whitespace that ordinary text breaks at (not NBSP).
-BREAKING_WHITESPACE = frozenset(" \t\r\n\f\v")
-
-# Telegram HTML: tags (quoted attribute values may hold '>') and the entities it decodes.
-HTML_TAG = re.compile(r"""<(/?)([A-Za-z][A-Za-z0-9-]*)(?:[^>"']|"[^"]*"|'[^']*')*>""")
-HTML_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
-# MarkdownV2 markers that switch formatting on and off. Longest first: Telegram reads "__" as
-# underline greedily, before "_" as italic.
-MARKDOWN_TOGGLES = ("||", "__", "*", "_", "~")
+# anything else would only fail later, with the token inside a request URL. The token check is
+# this tool's own (aiogram's raises a traceback-shaped error that names the token).
+BOT_TOKEN = re.compile(r"([0-9]+):[A-Za-z0-9_-]+")
+# An obviously made-up token, so that the hint shows the shape and never the user's token.
+EXAMPLE_TOKEN = "123456789:AAE..."
+# A chat id is a number (negative for groups and channels) or a public @username, optionally
+# followed by :TOPIC, the message_thread_id of a forum topic (the form apprise uses).
+CHAT_ID = re.compile(r"(-?[0-9]+|@[A-Za-z][A-Za-z0-9_]*)(?::([0-9]+))?")
+TOPIC_ID = re.compile(r"[0-9]+")
 
 
 class ExitStatus(enum.IntEnum):
     SENT = 0
     SEND_FAILED = 1
     USAGE = 2
-    INTERRUPTED = 130
+    INTERRUPTED = 128 + signal.SIGINT
+    TERMINATED = 128 + signal.SIGTERM
 
 
 class ToolError(Exception):
@@ -101,7 +102,15 @@ class UsageError(ToolError):
 
 
 class MarkupError(UsageError):
-    """Formatted text too long for one message whose markup this tool cannot split safely."""
+    """Markup that Telegram would refuse, found before anything is sent."""
+
+    def __init__(self, mode: str, markup: str, position: int, rule: str) -> None:
+        line = markup.count("\n", 0, position) + 1
+        column = position - (markup.rfind("\n", 0, position) + 1) + 1
+        super().__init__(
+            f"the text is not valid {mode} at line {line}, column {column}: {rule}; "
+            "nothing was sent (fix the markup, or use --parse-mode none)"
+        )
 
 
 class SendError(ToolError):
@@ -112,13 +121,31 @@ class ChatRefused(SendError):
     """One chat cannot receive messages; the other chats still can."""
 
 
-ChatId = int | str
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; like KeyboardInterrupt, not an error to handle on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: int | str
+    topic: int | None = None  # message_thread_id of a forum topic
+
+    def __str__(self) -> str:
+        return f"{self.id}" if self.topic is None else f"{self.id}:{self.topic}"
+
+    @property
+    def is_group_or_channel(self) -> bool:
+        return isinstance(self.id, str) or self.id < 0
 
 
 @dataclass(frozen=True)
 class Settings:
     token: str
-    chats: tuple[ChatId, ...]
+    chats: tuple[Chat, ...]
     api_url: str
 
 
@@ -130,85 +157,94 @@ class Document:
 
 @dataclass(frozen=True)
 class SendOptions:
-    parse_mode: str | None
     silent: bool
     no_preview: bool
 
 
-class TokenKind(enum.Enum):
-    TEXT = "text"  # one character of the text
-    ATOM = "atom"  # visible, but never cut inside: an HTML entity, a MarkdownV2 escape
-    OPEN = "open"  # starts formatting that a cut must close and reopen
-    CLOSE = "close"  # ends the innermost open formatting
-
-
 @dataclass(frozen=True, slots=True)
-class Token:
-    raw: str
-    kind: TokenKind
-    name: str = ""  # for OPEN: what its CLOSE must match (a tag name, a MarkdownV2 marker)
-    reopen: str = ""  # for OPEN: what starts the same formatting at the top of the next piece
-    closer: str = ""  # for OPEN: what ends it at the bottom of a piece
+class Entity:
+    """One span of formatting, in code points of the parsed text, with the Bot API's type name."""
+
+    type: str  # bold, italic, underline, strikethrough, spoiler, code, pre, text_link, ...
+    offset: int
+    length: int
+    url: str = ""  # text_link
+    language: str = ""  # pre
+    custom_emoji_id: str = ""  # custom_emoji
 
     @property
-    def visible(self) -> bool:
-        return self.kind is TokenKind.ATOM or (
-            self.kind is TokenKind.TEXT and not self.raw.isspace()
-        )
+    def end(self) -> int:
+        return self.offset + self.length
 
 
 @dataclass(frozen=True)
-class Piece:
-    """One message: a slice of the original text, with formatting closed and reopened around it.
+class FormattedText:
+    """Text as Telegram shows it, and its formatting: a whole message, or one part of it."""
 
-    The bodies of all pieces, joined, give the original text back exactly.
-    """
-
-    body: str
-    reopen: str = ""
-    close: str = ""
-    # Only whitespace: Telegram refuses a blank message (and trims whitespace anyway).
-    blank: bool = False
+    text: str
+    entities: tuple[Entity, ...] = ()
 
     @property
-    def text(self) -> str:
-        return self.reopen + self.body + self.close
-
-
-class Boundary(enum.IntEnum):
-    """Where a piece may end, most preferred first."""
-
-    PARAGRAPH = 0  # after whitespace holding a blank line
-    LINE = 1  # after a line break
-    WORD = 2  # after spaces
-    CHARACTER = 3  # inside a word longer than a message, between two whole characters
-    ANY = 4  # anywhere else: a whitespace run longer than a message, a pile of combining marks
+    def blank(self) -> bool:
+        # Telegram trims whitespace and refuses a message left empty.
+        return not self.text.strip()
 
 
 # --- Settings -----------------------------------------------------------------------------------
 
 
-def read_environment() -> dict[str, str]:
-    """The environment over .env in the current directory (set variables win, as with a shell)."""
-    try:
-        from_file = dotenv_values(".env")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f".env cannot be read ({error})") from None
-    return {**{key: value for key, value in from_file.items() if value is not None}, **os.environ}
+def load_env_file() -> tuple[Path, ...]:
+    """Load the first .env of the working directory and this script's own directory.
+
+    Variables already in the environment win. Returns the paths looked at, for messages.
+    """
+    candidates = (Path.cwd() / ".env", Path(__file__).resolve().parent / ".env")
+    looked_at = tuple(dict.fromkeys(candidates))
+    for path in looked_at:
+        if path.is_file():
+            try:
+                dotenv.load_dotenv(path)
+            except (OSError, UnicodeDecodeError) as error:
+                raise UsageError(f"{path} cannot be read ({error})") from None
+            break
+    return looked_at
 
 
-def parse_chat_ids(value: str, source: str) -> list[ChatId]:
+def not_set(name: str, env_paths: tuple[Path, ...], what: str = "") -> UsageError:
+    places = " and ".join(str(path) for path in env_paths)
+    return UsageError(
+        f"{name} is not set{what}: put it in the environment or in .env "
+        f"(looked in {places}); see .env.example"
+    )
+
+
+def parse_topic(value: str, source: str) -> int:
+    if not TOPIC_ID.fullmatch(value) or int(value) == 0:
+        raise UsageError(
+            f"{source} has {value!r}, which is not a topic id (a positive number such as 42)"
+        )
+    return int(value)
+
+
+def parse_chats(value: str, source: str) -> list[Chat]:
     """The chats in a comma-separated list such as USER_ID; numbers become ints."""
-    chats: list[ChatId] = []
+    chats = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        if not CHAT_ID.fullmatch(item):
+        match = CHAT_ID.fullmatch(item)
+        if not match:
             raise UsageError(
-                f"{source} has {item!r}, which is not a chat id "
-                "(a number such as 123456789, or @channelname)"
+                f"{source} has {item!r}, which is not a chat id (a number such as 123456789, "
+                "-100123456789 for a group or channel, or @channelname; :TOPIC adds a forum topic)"
             )
-        chats.append(item if item.startswith("@") else int(item))
+        chat_id, topic = match.groups()
+        chats.append(
+            Chat(
+                id=chat_id if chat_id.startswith("@") else int(chat_id),
+                topic=parse_topic(topic, source) if topic else None,
+            )
+        )
     if not chats:
         raise UsageError(f"{source} names no chat: give a chat id such as 123456789")
     return chats
@@ -227,36 +263,64 @@ def check_api_url(url: str, source: str) -> str:
     return url
 
 
+def check_token(token: str) -> int:
+    """The bot's own id, from a well-formed token."""
+    match = BOT_TOKEN.fullmatch(token)
+    if not match:
+        raise UsageError(
+            f"API_TOKEN is not a bot token: it must look like {EXAMPLE_TOKEN} "
+            "(digits, a colon, the secret), as @BotFather gives it"
+        )
+    return int(match.group(1))
+
+
+def load_chats(
+    environment: dict[str, str], chat_arguments: list[str] | None, thread: str | None
+) -> tuple[Chat, ...] | None:
+    """The chats from --chat, else USER_ID, with --thread as every chat's topic unless it
+    names its own; None when neither is given."""
+    if chat_arguments:
+        chats = [chat for value in chat_arguments for chat in parse_chats(value, "--chat")]
+    elif user_id := environment.get("USER_ID", ""):
+        chats = parse_chats(user_id, "USER_ID")
+    else:
+        return None
+    if thread is not None:
+        topic = parse_topic(thread, "--thread")
+        chats = [chat if chat.topic is not None else replace(chat, topic=topic) for chat in chats]
+    return tuple(chats)
+
+
+def refuse_own_id(chats: tuple[Chat, ...], bot_id: int, source: str) -> None:
+    for chat in chats:
+        if chat.id == bot_id:
+            raise UsageError(
+                f"{source} has {chat.id}, the bot's own id (the digits before ':' in API_TOKEN): "
+                "a bot cannot write to itself; use your own user id (ask @userinfobot)"
+            )
+
+
 def load_settings(
-    environment: dict[str, str], chat_arguments: list[str] | None, api_url_argument: str | None
+    environment: dict[str, str],
+    chats: tuple[Chat, ...] | None,
+    chat_source: str,
+    api_url_argument: str | None,
+    env_paths: tuple[Path, ...],
 ) -> Settings:
     token = environment.get("API_TOKEN", "")
     if not token:
-        raise UsageError(
-            "API_TOKEN is not set: put the bot's token in the environment or in .env "
-            "(see .env.example)"
-        )
-    if not BOT_TOKEN.fullmatch(token):
-        raise UsageError(
-            "API_TOKEN is not a bot token: it must look like 123456789:AAE... "
-            "(digits, a colon, the secret), as @BotFather gives it"
-        )
-    if chat_arguments:
-        chats = [chat for value in chat_arguments for chat in parse_chat_ids(value, "--chat")]
-    elif user_id := environment.get("USER_ID", ""):
-        chats = parse_chat_ids(user_id, "USER_ID")
-    else:
-        raise UsageError(
-            "USER_ID is not set and no --chat was given: put the chat id in the environment "
-            "or in .env (see .env.example)"
-        )
+        raise not_set("API_TOKEN", env_paths)
+    bot_id = check_token(token)
+    if chats is None:
+        raise not_set("USER_ID", env_paths, " and no --chat was given")
+    refuse_own_id(chats, bot_id, chat_source)
     if api_url_argument:
         api_url = check_api_url(api_url_argument, "--api-url")
     elif environment.get("TELEGRAM_API_URL"):
         api_url = check_api_url(environment["TELEGRAM_API_URL"], "TELEGRAM_API_URL")
     else:
         api_url = DEFAULT_API_URL
-    return Settings(token=token, chats=tuple(chats), api_url=api_url)
+    return Settings(token=token, chats=chats, api_url=api_url)
 
 
 # --- Reading the text and the documents ---------------------------------------------------------
@@ -307,320 +371,758 @@ def check_documents(paths: list[str]) -> list[Document]:
     return documents
 
 
-# --- Splitting ----------------------------------------------------------------------------------
+# --- Reading the markup -------------------------------------------------------------------------
+# Both parsers follow TDLib's parse_markdown_v2 and parse_html (td/telegram/MessageEntity.cpp),
+# the code behind the Bot API's parse_mode, rule for rule and with its error texts, so that what
+# is refused here is what Telegram refuses, and what is accepted renders as Telegram renders it.
+# Positions are reported as line and column instead of TDLib's byte offsets.
+
+# TDLib's is_space(); the end of the text counts too, as its terminating NUL does there.
+TDLIB_SPACE = frozenset(" \t\r\n\v")
+# A pre block's language ends at a space or a backtick; at the end of the text it is no language.
+LANGUAGE_END = TDLIB_SPACE | {"`"}
+LANGUAGE_END_AT_END = ("", "`")
+MARKDOWN_RESERVED = frozenset("_*[]()~`>#+-=|{}.!\n")
+CODE_ENTITIES = frozenset(("Code", "Pre", "PreCode"))
+# TDLib's entity names (they appear in its error texts) and the Bot API's.
+BOT_API_TYPES = {
+    "Bold": "bold",
+    "Italic": "italic",
+    "Underline": "underline",
+    "Strikethrough": "strikethrough",
+    "Spoiler": "spoiler",
+    "Code": "code",
+    "Pre": "pre",
+    "PreCode": "pre",
+    "TextUrl": "text_link",
+    "CustomEmoji": "custom_emoji",
+    "BlockQuote": "blockquote",
+    "ExpandableBlockQuote": "expandable_blockquote",
+}
+HTML_TAGS = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strikethrough",
+    "strike": "strikethrough",
+    "del": "strikethrough",
+    "tg-spoiler": "spoiler",
+    "span": "spoiler",
+    "a": "text_link",
+    "tg-emoji": "custom_emoji",
+    "code": "code",
+    "pre": "pre",
+    "blockquote": "blockquote",
+}
+NAME_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+HTML_NAMED_CHARACTERS = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+CUSTOM_EMOJI_URL = re.compile(r"tg://emoji\?id=([0-9]+)")
+_URL_END = "Can't find end of a URL"
 
 
-def _markup_error(mode: str, problem: str) -> MarkupError:
-    return MarkupError(
-        f"the text is longer than one message and its {mode} cannot be split safely: "
-        f"{problem}; fix the markup or use --parse-mode none"
+@dataclass
+class _Open:
+    """Formatting opened in the markup and not closed yet."""
+
+    name: str  # TDLib's entity name (MarkdownV2) or the tag (HTML)
+    start: int  # where it starts in the parsed text
+    at: int  # where it starts in the markup, for messages
+    argument: str = ""
+
+
+def _checked_link(url: str) -> str:
+    """The URL a link gets, or "" for none: a light LinkManager::get_checked_link."""
+    if not url or any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        return ""
+    return url if "://" in url or url.startswith(("tg:", "mailto:")) else f"http://{url}"
+
+
+def _link(url: str, offset: int, length: int) -> Entity | None:
+    url = _checked_link(url)
+    return Entity("text_link", offset, length, url=url) if url else None
+
+
+def _escape_at(markup: str, position: int) -> bool:
+    """A MarkdownV2 backslash escape: any ASCII character from 1 to 126 may follow it."""
+    return (
+        markup[position] == "\\"
+        and position + 1 < len(markup)
+        and 0 < ord(markup[position + 1]) <= 126
     )
 
 
-def _line_of(text: str, position: int) -> int:
-    return text.count("\n", 0, position) + 1
+def _markdown_closes(name: str, markup: str, position: int) -> bool:
+    following = markup[position + 1 : position + 2]
+    char = markup[position]
+    return {
+        "Bold": char == "*",
+        "Italic": char == "_" and following != "_",
+        "Underline": markup.startswith("__", position),
+        "Strikethrough": char == "~",
+        "Spoiler": markup.startswith("||", position),
+        "Code": char == "`",
+        "Pre": markup.startswith("```", position),
+        "PreCode": markup.startswith("```", position),
+        "TextUrl": char == "]",
+        "CustomEmoji": char == "]",
+        "BlockQuote": False,
+    }[name]
 
 
-def tokenize_plain(text: str) -> list[Token]:
-    return [Token(char, TokenKind.TEXT) for char in text]
-
-
-def tokenize_html(text: str) -> list[Token]:
-    """Telegram HTML: tags open and close formatting, entities are single characters."""
-    tokens: list[Token] = []
-    open_tags: list[tuple[Token, int]] = []
-    position = 0
-    while position < len(text):
-        char = text[position]
-        tag = HTML_TAG.match(text, position) if char == "<" else None
-        entity = HTML_ENTITY.match(text, position) if char == "&" else None
-        if tag:
-            raw, name = tag.group(0), tag.group(2).lower()
-            if tag.group(1):
-                if not open_tags or open_tags[-1][0].name != name:
-                    raise _markup_error(
-                        "HTML", f"{raw} at line {_line_of(text, position)} closes no open <{name}>"
-                    )
-                open_tags.pop()
-                tokens.append(Token(raw, TokenKind.CLOSE))
-            elif raw.endswith("/>"):
-                tokens.append(Token(raw, TokenKind.ATOM))
-            else:
-                token = Token(raw, TokenKind.OPEN, name=name, reopen=raw, closer=f"</{name}>")
-                open_tags.append((token, position))
-                tokens.append(token)
-            position = tag.end()
-        elif entity:
-            tokens.append(Token(entity.group(0), TokenKind.ATOM))
-            position = entity.end()
-        else:
-            tokens.append(Token(char, TokenKind.TEXT))
+def _markdown_url(markup: str, position: int) -> tuple[str, int]:
+    """The URL of "(url)" whose "(" ends before position, and where its ")" is; -1 if none."""
+    url = []
+    while position < len(markup) and markup[position] != ")":
+        if _escape_at(markup, position):
             position += 1
-    if open_tags:
-        token, opened_at = open_tags[-1]
-        raise _markup_error(
-            "HTML", f"{token.raw} at line {_line_of(text, opened_at)} is never closed"
-        )
-    return tokens
+        url.append(markup[position])
+        position += 1
+    return "".join(url), position if position < len(markup) else -1
 
 
-def _markdown_link_close(text: str, position: int) -> tuple[int, int] | None:
-    """Where the "](url)" that ends a MarkdownV2 link begins and ends, searching from position."""
-    while position < len(text) and text[position] != "]":
-        position += 2 if text[position] == "\\" else 1
-    if not text.startswith("](", position):
-        return None
-    end = position + 2
-    while end < len(text) and text[end] != ")":
-        end += 2 if text[end] == "\\" else 1
-    return (position, end + 1) if end < len(text) else None
+def parse_markdown(markup: str) -> FormattedText:
+    """Telegram's MarkdownV2: the text it shows and the formatting, or MarkupError."""
+    mode = "MarkdownV2"  # ParseMode.MARKDOWN_V2
+    out: list[str] = []
+    entities: list[Entity] = []
+    stack: list[_Open] = []
+    in_quote = False
+    can_start_quote = True  # at the start of a line
 
+    def reserved(position: int) -> MarkupError:
+        rule = f"Character '{markup[position]}' is reserved and must be escaped with the preceding"
+        return MarkupError(mode, markup, position, rule + " '\\'")
 
-def _markdown_pre_opener(text: str, position: int) -> tuple[str, str]:
-    """The raw opening of a ``` block at position, and how to reopen it in the next piece.
+    def unclosed(opened: _Open) -> MarkupError:
+        return MarkupError(mode, markup, opened.at, f"Can't find end of {opened.name} entity")
 
-    Like Telegram: non-space characters right after ``` name the language, and one line break
-    after that is not part of the code. The reopening always ends in that line break, so the
-    code continuing in the next piece is never mistaken for a language name.
-    """
-    start = end = position + 3
-    while end < len(text) and not text[end].isspace() and text[end] != "`":
-        end += 1
-    language = text[start:end] if end < len(text) and text[end] != "`" else ""
-    end = start + len(language)
-    if text.startswith("\n", end):
-        end += 1
-    return text[position:end], f"```{language}\n"
-
-
-def tokenize_markdown(text: str) -> list[Token]:
-    """Telegram MarkdownV2: toggled markers, code and pre blocks, links, escapes, quotes."""
-    tokens: list[Token] = []
-    stack: list[tuple[Token, int]] = []  # open formatting and where it opened
-    link_closes: dict[int, str] = {}  # where the "](url)" of an open link starts -> that text
-    expandable_quote = False
-    position = 0
-    while position < len(text):
-        char = text[position]
-        innermost = stack[-1][0].name if stack else ""
-        at_line_start = position == 0 or text[position - 1] == "\n"
-        if at_line_start and not text.startswith((">", "**>"), position):
-            expandable_quote = False
-        if char == "\\" and position + 1 < len(text):
-            token = Token(text[position : position + 2], TokenKind.ATOM)
-        elif innermost in ("`", "```"):
-            # Inside code, only escapes and the closing marker mean anything.
-            is_end = text.startswith(innermost, position)
-            token = Token(innermost, TokenKind.CLOSE) if is_end else Token(char, TokenKind.TEXT)
-        elif position in link_closes:
-            if innermost != "[":
-                raise _markup_error(
-                    "MarkdownV2",
-                    f"formatting inside the link ending at line {_line_of(text, position)} "
-                    "is not closed before it",
-                )
-            token = Token(link_closes.pop(position), TokenKind.CLOSE)
-        elif at_line_start and text.startswith(("**>", ">"), position):
-            # A block quotation line; a cut inside a long one leaves the rest unquoted.
-            expandable_quote = expandable_quote or char == "*"
-            token = Token("**>" if char == "*" else ">", TokenKind.ATOM)
-        elif (
-            expandable_quote
-            and innermost != "||"
-            and text.startswith("||", position)
-            and (position + 2 == len(text) or text[position + 2] == "\n")
-        ):
-            token = Token("||", TokenKind.ATOM)  # ends an expandable quotation: not a spoiler
-        elif text.startswith("```", position):
-            raw, reopen = _markdown_pre_opener(text, position)
-            token = Token(raw, TokenKind.OPEN, name="```", reopen=reopen, closer="```")
-        elif char == "`":
-            token = Token("`", TokenKind.OPEN, name="`", reopen="`", closer="`")
-        elif text.startswith(("[", "!["), position):
-            raw = "[" if char == "[" else "!["
-            close = _markdown_link_close(text, position + len(raw))
-            if close is None:
-                line = _line_of(text, position)
-                raise _markup_error("MarkdownV2", f"the {raw} at line {line} starts no link")
-            link_closes[close[0]] = text[close[0] : close[1]]
-            token = Token(raw, TokenKind.OPEN, name="[", reopen=raw, closer=link_closes[close[0]])
-        elif marker := next((m for m in MARKDOWN_TOGGLES if text.startswith(m, position)), ""):
-            if innermost == marker:
-                token = Token(marker, TokenKind.CLOSE)
-            elif any(token.name == marker for token, _ in stack):
-                raise _markup_error(
-                    "MarkdownV2",
-                    f"the {marker} at line {_line_of(text, position)} closes formatting "
-                    "that is not the innermost",
-                )
+    i = 0
+    while i < len(markup):
+        char = markup[i]
+        if _escape_at(markup, i):
+            i += 1
+            out.append(markup[i])
+            if markup[i] != "\r":
+                can_start_quote = markup[i] == "\n"
+            i += 1
+            continue
+        innermost = stack[-1].name if stack else ""
+        if char not in ("`" if innermost in CODE_ENTITIES else MARKDOWN_RESERVED):
+            out.append(char)
+            if char != "\r":
+                can_start_quote = False
+            i += 1
+            continue
+        quote_ends = in_quote and char == "\n" and not markup.startswith(">", i + 1)
+        if not stack or not (quote_ends or _markdown_closes(innermost, markup, i)):
+            at, argument = i, ""
+            if char == "_":
+                name = "Underline" if markup.startswith("__", i) else "Italic"
+                i += name == "Underline"
+            elif char in "*~":
+                name = "Bold" if char == "*" else "Strikethrough"
+            elif char == "|" and markup.startswith("||", i):
+                name, i = "Spoiler", i + 1
+            elif char == "[":
+                name = "TextUrl"
+            elif char == "!" and markup.startswith("![", i):
+                name, i = "CustomEmoji", i + 1
+            elif char == "`" and markup.startswith("```", i):
+                i += 3
+                name, language_end = "Pre", i
+                while language_end < len(markup) and markup[language_end] not in LANGUAGE_END:
+                    language_end += 1
+                if (
+                    i != language_end
+                    and markup[language_end : language_end + 1] not in LANGUAGE_END_AT_END
+                ):
+                    name, argument, i = "PreCode", markup[i:language_end], language_end
+                # One line break after the opening (and the language) is not part of the code.
+                if markup[i : i + 1] in ("\n", "\r"):
+                    pair = markup[i : i + 2]
+                    i += 2 if len(pair) == 2 and set(pair) == {"\n", "\r"} else 1
+                i -= 1
+            elif char == "`":
+                name = "Code"
+            elif char == "\n":
+                out.append(char)
+                can_start_quote = True
+                i += 1
+                continue
+            elif char == ">" and can_start_quote:
+                i += 1
+                if in_quote:
+                    continue  # the ">" that continues a quotation on its next line
+                name, in_quote = "BlockQuote", True
+                stack.append(_Open(name, len(out), at))
+                continue
             else:
-                token = Token(marker, TokenKind.OPEN, name=marker, reopen=marker, closer=marker)
-        else:
-            token = Token(char, TokenKind.TEXT)
-        if token.kind is TokenKind.OPEN:
-            stack.append((token, position))
-        elif token.kind is TokenKind.CLOSE:
+                raise reserved(i)
+            stack.append(_Open(name, len(out), at, argument))
+            i += 1
+            continue
+        # The end of the innermost formatting.
+        opened = stack[-1]
+        name = opened.name
+        if char == "\n" and name != "BlockQuote":
+            # Only "||" right before the line break may stand there: it makes the quotation
+            # expandable.
+            carriage_return = opened.at == i - 3 and out[-1:] == ["\r"]
+            if name != "Spoiler" or not (opened.at == i - 2 or carriage_return):
+                raise unclosed(opened)
             stack.pop()
-        tokens.append(token)
-        position += len(token.raw)
+            opened = stack[-1]
+            if opened.name != "BlockQuote":
+                raise unclosed(opened)
+            name = "ExpandableBlockQuote"
+        skip = len(out) == opened.start  # empty formatting is dropped
+        entity: Entity | None = None
+        length = len(out) - opened.start
+        if name in ("Underline", "Spoiler"):
+            i += 1
+        elif name in ("Pre", "PreCode"):
+            i += 2
+        elif name == "TextUrl":
+            if markup.startswith("(", i + 1):
+                url_at = i + 2
+                url, i = _markdown_url(markup, url_at)
+                if i < 0:
+                    raise MarkupError(mode, markup, url_at, _URL_END)
+            else:
+                url = "".join(out[opened.start :])
+            entity = _link(url, opened.start, length)
+            skip = skip or entity is None
+        elif name == "CustomEmoji":
+            if not markup.startswith("(", i + 1):
+                raise MarkupError(
+                    mode, markup, opened.at, "The entity must contain a tg://emoji or tg://time URL"
+                )
+            url_at = i + 2
+            url, i = _markdown_url(markup, url_at)
+            if i < 0:
+                raise MarkupError(mode, markup, url_at, _URL_END)
+            emoji = CUSTOM_EMOJI_URL.fullmatch(url)
+            if not emoji or int(emoji.group(1)) == 0:
+                raise MarkupError(
+                    mode, markup, opened.at, "Invalid tg://emoji or tg://time URL specified"
+                )
+            entity = Entity("custom_emoji", opened.start, length, custom_emoji_id=emoji.group(1))
+        elif name in ("BlockQuote", "ExpandableBlockQuote"):
+            in_quote = False
+            out.append(markup[i])
+            can_start_quote = True
+            skip = False
+            length += 1
+        if not skip:
+            entities.append(
+                entity
+                or Entity(BOT_API_TYPES[name], opened.start, length, language=opened.argument)
+            )
+        stack.pop()
+        i += 1
+    if in_quote:
+        name = "BlockQuote"
+        if stack[-1].name == "Spoiler" and stack[-1].at == len(markup) - 2:
+            stack.pop()
+            name = "ExpandableBlockQuote"
+        if stack[-1].name == "BlockQuote":
+            opened = stack.pop()
+            if len(out) > opened.start:
+                entities.append(Entity(BOT_API_TYPES[name], opened.start, len(out) - opened.start))
     if stack:
-        token, opened_at = stack[-1]
-        raise _markup_error(
-            "MarkdownV2",
-            f"the {token.raw.strip()} at line {_line_of(text, opened_at)} is never closed",
+        raise unclosed(stack[-1])
+    return FormattedText("".join(out), _sorted(entities))
+
+
+def _html_character(markup: str, position: int) -> tuple[str, int] | None:
+    """The character an HTML entity at position stands for, and where the entity ends.
+
+    As TDLib: numeric references, and only lt, gt, amp and quot by name; the ';' is optional.
+    """
+    end, value = position + 1, 0
+    if markup.startswith("#", end):
+        end += 1
+        hexadecimal = markup.startswith("x", end)
+        end += hexadecimal
+        digits = "0123456789abcdefABCDEF" if hexadecimal else "0123456789"
+        start = end
+        while end < len(markup) and markup[end] in digits:
+            end += 1
+        value = int(markup[start:end] or "0", 16 if hexadecimal else 10)
+        if value == 0 or value >= 0x10FFFF or end - position >= 10:
+            return None
+        character = chr(value)
+    else:
+        while end < len(markup) and markup[end].isascii() and markup[end].isalpha():
+            end += 1
+        named = HTML_NAMED_CHARACTERS.get(markup[position + 1 : end])
+        if named is None:
+            return None
+        character = named
+    return character, end + markup.startswith(";", end)
+
+
+def parse_html(markup: str) -> FormattedText:
+    """Telegram's HTML: the text it shows and the formatting, or MarkupError."""
+    mode = "HTML"  # ParseMode.HTML
+    out: list[str] = []
+    entities: list[Entity] = []
+    stack: list[_Open] = []
+    surrogate_at = -1
+
+    def error(position: int, rule: str) -> MarkupError:
+        return MarkupError(mode, markup, position, rule)
+
+    def at_space(position: int) -> bool:
+        return position >= len(markup) or markup[position] in TDLIB_SPACE
+
+    def skip_spaces(position: int) -> int:
+        while position < len(markup) and markup[position] in TDLIB_SPACE:
+            position += 1
+        return position
+
+    i = 0
+    while i < len(markup):
+        char = markup[i]
+        if char == "&" and (decoded := _html_character(markup, i)):
+            if 0xD800 <= ord(decoded[0]) <= 0xDFFF and surrogate_at < 0:
+                surrogate_at = i
+            character, i = decoded
+            out.append(character)
+            continue
+        if char != "<":
+            out.append(char)
+            i += 1
+            continue
+        begin = i
+        i += 1
+        if not markup.startswith("/", i):
+            while not at_space(i) and markup[i] != ">":
+                i += 1
+            if i >= len(markup):
+                raise error(begin, "Unclosed start tag")
+            tag = markup[begin + 1 : i].lower()
+            if tag not in HTML_TAGS:
+                raise error(begin, f'Unsupported start tag "{tag}"')
+            argument = ""
+            while not markup.startswith(">", i):
+                i = skip_spaces(i)
+                if markup.startswith(">", i):
+                    break
+                name_start = i
+                while not at_space(i) and markup[i] not in "=>/\"'":
+                    i += 1
+                attribute = markup[name_start:i]
+                if not attribute:
+                    raise error(begin, f'Empty attribute name in the tag "{tag}"')
+                i = skip_spaces(i)
+                if not markup.startswith("=", i):
+                    if i >= len(markup):
+                        raise error(begin, f'Unclosed start tag "{tag}"')
+                    if tag == "blockquote" and attribute == "expandable":
+                        argument = "1"
+                    continue
+                i = skip_spaces(i + 1)
+                if i >= len(markup):
+                    raise error(begin, f'Unclosed start tag "{tag}"')
+                if markup[i] not in "'\"":
+                    # A name token: letters, digits, periods and hyphens, case-insensitive.
+                    token_start = i
+                    while i < len(markup) and (markup[i] in NAME_TOKEN):
+                        i += 1
+                    value = markup[token_start:i].lower()
+                    if not at_space(i) and markup[i] != ">":
+                        raise error(token_start, "Unexpected end of name token")
+                else:
+                    quote, i = markup[i], i + 1
+                    characters = []
+                    while i < len(markup) and markup[i] != quote:
+                        if markup[i] == "&" and (decoded := _html_character(markup, i)):
+                            character, i = decoded
+                            characters.append(character)
+                            continue
+                        characters.append(markup[i])
+                        i += 1
+                    i += i < len(markup)
+                    value = "".join(characters)
+                if i >= len(markup):
+                    raise error(begin, "Unclosed start tag")
+                if (tag, attribute) in (("a", "href"), ("tg-emoji", "emoji-id")):
+                    argument = value
+                elif tag == "code" and attribute == "class" and value.startswith("language-"):
+                    argument = value.removeprefix("language-")
+                elif tag == "span" and attribute == "class" and value.startswith("tg-"):
+                    argument = value.removeprefix("tg-")
+                elif tag == "blockquote" and attribute == "expandable":
+                    argument = "1"
+            if tag == "span" and argument != "spoiler":
+                raise error(begin, 'Tag "span" must have class "tg-spoiler"')
+            stack.append(_Open(tag, len(out), begin, argument))
+            i += 1
+            continue
+        # An end tag.
+        if not stack:
+            raise error(begin, "Unexpected end tag")
+        while not at_space(i) and markup[i] != ">":
+            i += 1
+        end_tag = markup[begin + 2 : i].lower()
+        i = skip_spaces(i)
+        if not markup.startswith(">", i):
+            raise error(begin, "Unclosed end tag")
+        opened = stack.pop()
+        if end_tag and end_tag != opened.name:
+            raise error(
+                begin,
+                f'Unmatched end tag, expected "</{opened.name}>", found "</{end_tag}>"',
+            )
+        i += 1
+        length = len(out) - opened.start
+        if length == 0:
+            continue
+        kind = HTML_TAGS[opened.name]
+        last = entities[-1] if entities else None
+        same_span = last is not None and (last.offset, last.length) == (opened.start, length)
+        if kind == "text_link":
+            link = _link(opened.argument or "".join(out[opened.start :]), opened.start, length)
+            entities.extend([link] if link else [])
+        elif kind == "custom_emoji":
+            if not opened.argument.isdigit() or int(opened.argument) == 0:
+                raise error(opened.at, "Invalid custom emoji identifier specified")
+            entities.append(Entity(kind, opened.start, length, custom_emoji_id=opened.argument))
+        elif kind == "pre" and same_span and last.type == "code" and last.language:
+            entities[-1] = replace(last, type="pre")  # <pre><code class="language-x">
+        elif kind == "code" and same_span and last.type == "pre" and opened.argument:
+            entities[-1] = replace(last, language=opened.argument)
+        elif kind == "code":
+            entities.append(Entity(kind, opened.start, length, language=opened.argument))
+        elif kind == "blockquote" and opened.argument:
+            entities.append(Entity("expandable_blockquote", opened.start, length))
+        else:
+            entities.append(Entity(kind, opened.start, length))
+    if stack:
+        raise error(
+            stack[-1].at, f'Can\'t find end tag corresponding to start tag "{stack[-1].name}"'
         )
-    return tokens
+    if surrogate_at >= 0:
+        raise error(
+            surrogate_at,
+            "Text contains invalid Unicode characters after decoding HTML entities, "
+            "check for unmatched surrogate code units",
+        )
+    # A language belongs to a pre block only; on inline code TDLib drops it.
+    entities = [
+        replace(entity, language="") if entity.type == "code" else entity for entity in entities
+    ]
+    return FormattedText("".join(out), _sorted(entities))
 
 
-TOKENIZERS: dict[str, Callable[[str], list[Token]]] = {
-    "none": tokenize_plain,
-    "html": tokenize_html,
-    "markdown": tokenize_markdown,
+def _sorted(entities: list[Entity]) -> tuple[Entity, ...]:
+    """Outer formatting before inner, as TDLib sorts them."""
+    return tuple(sorted(entities, key=lambda entity: (entity.offset, -entity.length)))
+
+
+# The --parse-mode choices. No parse mode goes to Telegram: the text is parsed here and sent with
+# entities, so that the cuts fall where Telegram counts. Telegram's names for the two modes are
+# spelled out in the parsers' messages rather than taken from aiogram's ParseMode, so that
+# reading the markup and a dry run never import aiogram.
+PARSERS: dict[str, Callable[[str], FormattedText]] = {
+    "none": FormattedText,
+    "html": parse_html,
+    "markdown": parse_markdown,
 }
 
 
-def _continues_character(char: str) -> bool:
-    """Whether char belongs to the character before it (so no cut may go between them)."""
-    return (
-        unicodedata.category(char) in ("Mn", "Mc", "Me")  # accents, variation selectors
-        or char == ZERO_WIDTH_JOINER
-        or "\U0001f3fb" <= char <= "\U0001f3ff"  # emoji skin tones
-        or "\U000e0020" <= char <= "\U000e007f"  # emoji tag sequences (subdivision flags)
-    )
+# --- User-perceived characters (UAX #29 extended grapheme clusters) -----------------------------
+# A cut inside a run longer than a message must not split a character as the reader sees it: a
+# flag, an emoji with its skin tone or ZWJ sequence, a Hangul syllable written in jamo, a letter
+# with its accents or Thai vowel signs, an Indic conjunct. unicodedata has no Grapheme_Cluster_Break
+# property, so the classes are derived from the general category plus the short lists below.
 
 
-def _splits_character(tokens: list[Token], end: int) -> bool:
-    following = tokens[end]
-    return tokens[end - 1].raw == ZERO_WIDTH_JOINER or (
-        following.kind is TokenKind.TEXT and _continues_character(following.raw)
-    )
+class _Grapheme(enum.Enum):
+    CR = "CR"
+    LF = "LF"
+    CONTROL = "Control"
+    EXTEND = "Extend"
+    ZWJ = "ZWJ"
+    REGIONAL_INDICATOR = "Regional_Indicator"
+    PREPEND = "Prepend"
+    SPACING_MARK = "SpacingMark"
+    L = "L"
+    V = "V"
+    T = "T"
+    LV = "LV"
+    LVT = "LVT"
+    OTHER = "Other"
 
 
-def _line_of_tokens(tokens: list[Token], index: int) -> int:
-    return sum(token.raw.count("\n") for token in tokens[:index]) + 1
+# Grapheme_Cluster_Break=Prepend (Arabic number signs, some Brahmic-script prefixed letters).
+PREPEND = frozenset({
+    *range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2, 0x0D4E, 0x110BD, 0x110CD,
+    0x111C2, 0x111C3, 0x1193F, 0x11941, 0x11A3A, *range(0x11A84, 0x11A8A), 0x11D46, 0x11F02,
+})  # fmt: skip
+# Spacing marks that are Extend all the same (Other_Grapheme_Extend), and letters that are
+# SpacingMark (Thai and Lao SARA AM).
+OTHER_GRAPHEME_EXTEND = frozenset({
+    0x09BE, 0x09D7, 0x0B3E, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57,
+    0x0DCF, 0x0DDF, 0x1B35, 0x200C, 0x302E, 0x302F, 0xFF9E, 0xFF9F, 0x1D165,
+    *range(0x1D16E, 0x1D173), *range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080),
+})  # fmt: skip
+SPACING_LETTERS = frozenset([0x0E33, 0x0EB3])
+# Emoji-data's Extended_Pictographic, as ranges (start, end inclusive).
+PICTOGRAPHIC_RANGES = (
+    (0x00A9, 0x00A9), (0x00AE, 0x00AE), (0x203C, 0x203C), (0x2049, 0x2049), (0x2122, 0x2122),
+    (0x2139, 0x2139), (0x2194, 0x2199), (0x21A9, 0x21AA), (0x231A, 0x231B), (0x2328, 0x2328),
+    (0x2388, 0x2388), (0x23CF, 0x23CF), (0x23E9, 0x23F3), (0x23F8, 0x23FA), (0x24C2, 0x24C2),
+    (0x25AA, 0x25AB), (0x25B6, 0x25B6), (0x25C0, 0x25C0), (0x25FB, 0x25FE), (0x2600, 0x2605),
+    (0x2607, 0x2612), (0x2614, 0x2685), (0x2690, 0x2705), (0x2708, 0x2712), (0x2714, 0x2714),
+    (0x2716, 0x2716), (0x271D, 0x271D), (0x2721, 0x2721), (0x2728, 0x2728), (0x2733, 0x2734),
+    (0x2744, 0x2744), (0x2747, 0x2747), (0x274C, 0x274C), (0x274E, 0x274E), (0x2753, 0x2755),
+    (0x2757, 0x2757), (0x2763, 0x2767), (0x2795, 0x2797), (0x27A1, 0x27A1), (0x27B0, 0x27B0),
+    (0x27BF, 0x27BF), (0x2934, 0x2935), (0x2B05, 0x2B07), (0x2B1B, 0x2B1C), (0x2B50, 0x2B50),
+    (0x2B55, 0x2B55), (0x3030, 0x3030), (0x303D, 0x303D), (0x3297, 0x3297), (0x3299, 0x3299),
+    (0x1F000, 0x1F0FF), (0x1F10D, 0x1F10F), (0x1F12F, 0x1F12F), (0x1F16C, 0x1F171),
+    (0x1F17E, 0x1F17F), (0x1F18E, 0x1F18E), (0x1F191, 0x1F19A), (0x1F1AD, 0x1F1E5),
+    (0x1F201, 0x1F20F), (0x1F21A, 0x1F21A), (0x1F22F, 0x1F22F), (0x1F232, 0x1F23A),
+    (0x1F23C, 0x1F23F), (0x1F249, 0x1F3FA), (0x1F400, 0x1F53D), (0x1F546, 0x1F64F),
+    (0x1F680, 0x1F6FF), (0x1F774, 0x1F77F), (0x1F7D5, 0x1F7FF), (0x1F80C, 0x1F80F),
+    (0x1F848, 0x1F84F), (0x1F85A, 0x1F85F), (0x1F888, 0x1F88F), (0x1F8AE, 0x1F8FF),
+    (0x1F90C, 0x1F93A), (0x1F93C, 0x1F945), (0x1F947, 0x1FAFF), (0x1FC00, 0x1FFFD),
+)  # fmt: skip
+PICTOGRAPHIC_STARTS = tuple(start for start, _ in PICTOGRAPHIC_RANGES)
+# Indic_Conjunct_Break (Unicode 15.1, rule GB9c): a consonant, a virama (Linker) and a consonant
+# are one character in Devanagari, Bengali, Gujarati, Oriya, Telugu and Malayalam.
+ZERO_WIDTH_NON_JOINER = "\u200c"
+INDIC_LINKERS = frozenset([0x094D, 0x09CD, 0x0ACD, 0x0B4D, 0x0C4D, 0x0D4D])
+INDIC_CONSONANT_RANGES = (
+    (0x0915, 0x0939), (0x0958, 0x095F), (0x0978, 0x097F), (0x0995, 0x09A8), (0x09AA, 0x09B0),
+    (0x09B2, 0x09B2), (0x09B6, 0x09B9), (0x09DC, 0x09DD), (0x09DF, 0x09DF), (0x09F0, 0x09F1),
+    (0x0A95, 0x0AA8), (0x0AAA, 0x0AB0), (0x0AB2, 0x0AB3), (0x0AB5, 0x0AB9), (0x0AF9, 0x0AF9),
+    (0x0B15, 0x0B28), (0x0B2A, 0x0B30), (0x0B32, 0x0B33), (0x0B35, 0x0B39), (0x0B5C, 0x0B5D),
+    (0x0B5F, 0x0B5F), (0x0B71, 0x0B71), (0x0C15, 0x0C28), (0x0C2A, 0x0C39), (0x0C58, 0x0C5A),
+    (0x0D15, 0x0D3A),
+)  # fmt: skip
+INDIC_CONSONANT_STARTS = tuple(start for start, _ in INDIC_CONSONANT_RANGES)
 
 
-def _next_cut(
-    tokens: list[Token], start: int, open_formatting: tuple[Token, ...], limit: int, mode: str
-) -> tuple[int, tuple[Token, ...]]:
-    """Where the piece starting at tokens[start] ends, and the formatting still open there.
+def _in_ranges(code: int, ranges: tuple[tuple[int, int], ...], starts: tuple[int, ...]) -> bool:
+    index = bisect.bisect_right(starts, code) - 1
+    return index >= 0 and code <= ranges[index][1]
 
-    Walks forward as far as the piece, with its reopened and closed formatting, still fits,
-    remembering the last place of each Boundary kind, and takes the most preferred one.
+
+@lru_cache(maxsize=4096)
+def _grapheme_class(char: str) -> _Grapheme:
+    code = ord(char)
+    if char in "\r\n":
+        return _Grapheme.CR if char == "\r" else _Grapheme.LF
+    if code == 0x200D:
+        return _Grapheme.ZWJ
+    if code in PREPEND:
+        return _Grapheme.PREPEND
+    category = unicodedata.category(char)
+    if category in ("Mn", "Me") or code in OTHER_GRAPHEME_EXTEND:
+        return _Grapheme.EXTEND
+    if category in ("Cc", "Cf", "Zl", "Zp"):
+        return _Grapheme.CONTROL
+    if category == "Mc" or code in SPACING_LETTERS:
+        return _Grapheme.SPACING_MARK
+    if 0x1F1E6 <= code <= 0x1F1FF:
+        return _Grapheme.REGIONAL_INDICATOR
+    if 0x1100 <= code <= 0x115F or 0xA960 <= code <= 0xA97C:
+        return _Grapheme.L
+    if 0x1160 <= code <= 0x11A7 or 0xD7B0 <= code <= 0xD7C6:
+        return _Grapheme.V
+    if 0x11A8 <= code <= 0x11FF or 0xD7CB <= code <= 0xD7FB:
+        return _Grapheme.T
+    if 0xAC00 <= code <= 0xD7A3:
+        return _Grapheme.LV if (code - 0xAC00) % 28 == 0 else _Grapheme.LVT
+    return _Grapheme.OTHER
+
+
+def _is_pictographic(char: str) -> bool:
+    return _in_ranges(ord(char), PICTOGRAPHIC_RANGES, PICTOGRAPHIC_STARTS)
+
+
+def _is_indic_consonant(char: str) -> bool:
+    return _in_ranges(ord(char), INDIC_CONSONANT_RANGES, INDIC_CONSONANT_STARTS)
+
+
+HANGUL_JOINS = {
+    _Grapheme.L: {_Grapheme.L, _Grapheme.V, _Grapheme.LV, _Grapheme.LVT},  # GB6
+    _Grapheme.LV: {_Grapheme.V, _Grapheme.T},  # GB7
+    _Grapheme.V: {_Grapheme.V, _Grapheme.T},
+    _Grapheme.LVT: {_Grapheme.T},  # GB8
+    _Grapheme.T: {_Grapheme.T},
+}
+BREAK_AROUND = {_Grapheme.CR, _Grapheme.LF, _Grapheme.CONTROL}
+
+
+def is_grapheme_boundary(text: str, position: int) -> bool:
+    """Whether a user-perceived character ends at text[position] (UAX #29, rules GB3-GB999)."""
+    if position <= 0 or position >= len(text):
+        return True
+    before, after = _grapheme_class(text[position - 1]), _grapheme_class(text[position])
+    if before is _Grapheme.CR and after is _Grapheme.LF:
+        return False  # GB3
+    if before in BREAK_AROUND or after in BREAK_AROUND:
+        return True  # GB4, GB5
+    if after in HANGUL_JOINS.get(before, ()):
+        return False  # GB6-GB8
+    if after in (_Grapheme.EXTEND, _Grapheme.ZWJ, _Grapheme.SPACING_MARK):
+        return False  # GB9, GB9a
+    if before is _Grapheme.PREPEND:
+        return False  # GB9b
+    if _is_indic_consonant(text[position]) and _follows_indic_linker(text, position):
+        return False  # GB9c
+    if before is _Grapheme.ZWJ and _is_pictographic(text[position]):
+        index = position - 2  # GB11: pictograph Extend* ZWJ x pictograph
+        while index >= 0 and _grapheme_class(text[index]) is _Grapheme.EXTEND:
+            index -= 1
+        return not (index >= 0 and _is_pictographic(text[index]))
+    if before is after is _Grapheme.REGIONAL_INDICATOR:
+        index = position - 1  # GB12, GB13: flags pair regional indicators from the left
+        while index >= 0 and _grapheme_class(text[index]) is _Grapheme.REGIONAL_INDICATOR:
+            index -= 1
+        return (position - 1 - index) % 2 == 0
+    return True  # GB999
+
+
+def _follows_indic_linker(text: str, position: int) -> bool:
+    """Whether consonant [Extend Linker]* Linker [Extend Linker]* ends right before position.
+
+    A zero-width non-joiner is there to prevent a conjunct, so it is no InCB Extend.
     """
-    stack = list(open_formatting)
-    length = sum(len(token.reopen) for token in stack)
-    closing = sum(len(token.closer) for token in stack)
-    best: dict[Boundary, tuple[int, tuple[Token, ...]]] = {}
-    newlines_in_run = 0
-    after_space = has_visible = False
-    for index in range(start, len(tokens)):
-        token = tokens[index]
-        length += len(token.raw)
-        if length > limit:
-            break
-        if token.kind is TokenKind.OPEN:
-            stack.append(token)
-            closing += len(token.closer)
-            after_space = False
-        elif token.kind is TokenKind.CLOSE:
-            closing -= len(stack.pop().closer)
-        elif token.visible:
-            has_visible, after_space = True, False
-        elif token.raw in BREAKING_WHITESPACE:
-            if not after_space:
-                newlines_in_run = 0
-            newlines_in_run += token.raw.count("\n")
-            after_space = True
-        else:
-            after_space = False  # NBSP and other spaces that do not break a line
-        end = index + 1
-        if length + closing > limit:
+    index, linked = position - 1, False
+    while index >= 0 and (
+        ord(text[index]) in INDIC_LINKERS
+        or (
+            _grapheme_class(text[index]) in (_Grapheme.EXTEND, _Grapheme.ZWJ)
+            and text[index] != ZERO_WIDTH_NON_JOINER
+        )
+    ):
+        linked = linked or ord(text[index]) in INDIC_LINKERS
+        index -= 1
+    return linked and index >= 0 and _is_indic_consonant(text[index])
+
+
+# --- Splitting ----------------------------------------------------------------------------------
+
+
+class Boundary(enum.IntEnum):
+    """Where a part may end, most preferred first."""
+
+    PARAGRAPH = 0  # right after the line break that ends a blank line
+    LINE = 1  # right after a line break
+    WORD = 2  # after the spaces that follow a word
+    CHARACTER = 3  # inside a word longer than a message, between two user-perceived characters
+
+
+# Entities that make no sense in halves: a custom emoji stands for one picture.
+UNCUTTABLE_ENTITIES = frozenset(("custom_emoji",))
+
+
+def _boundary_at(text: str, position: int, need_character: bool) -> Boundary | None:
+    """What kind of place text[:position] | text[position:] is to cut at; None for none worth
+    knowing (a character boundary is only looked for while none has been found)."""
+    before = text[position - 1]
+    if before == "\n":
+        line_start = text.rfind("\n", 0, position - 1) + 1
+        blank_line = not text[line_start : position - 1].strip()
+        return Boundary.PARAGRAPH if blank_line else Boundary.LINE
+    word_end = before in " \t" and text[position] not in " \t\n"
+    if not (word_end or need_character) or not is_grapheme_boundary(text, position):
+        return None
+    return Boundary.WORD if word_end else Boundary.CHARACTER
+
+
+def _cut(text: str, start: int, limit: int, protected: list[tuple[int, int]]) -> int:
+    """Where the part starting at start ends: the best boundary within limit characters, else
+    the limit itself (a single character longer than a message, a pile of accents)."""
+    best: dict[Boundary, int] = {}
+    for position in range(start + limit, start, -1):
+        if any(begin < position < end for begin, end in protected):
             continue
-        if end == len(tokens):
-            return end, tuple(stack)
-        if not has_visible:
-            kind = Boundary.ANY
-        elif after_space:
-            kind = (
-                Boundary.PARAGRAPH
-                if newlines_in_run >= 2
-                else Boundary.LINE
-                if newlines_in_run
-                else Boundary.WORD
-            )
-        elif token.kind is not TokenKind.OPEN and not _splits_character(tokens, end):
-            kind = Boundary.CHARACTER
-        else:
-            kind = Boundary.ANY
-        best[kind] = (end, tuple(stack))
-    if not best:
-        raise _markup_error(
-            mode,
-            f"a tag, link or entity at line {_line_of_tokens(tokens, start)} "
-            "is too long to fit in one message with its formatting",
-        )
-    return best[min(best)]
+        kind = _boundary_at(text, position, Boundary.CHARACTER not in best)
+        if kind is not None:
+            best.setdefault(kind, position)
+        if kind is Boundary.PARAGRAPH:
+            break  # the last one, and the most preferred: nothing further back can win
+    return best[min(best)] if best else start + limit
 
 
-def split_message(text: str, parse_mode: str = "none", limit: int = MESSAGE_LIMIT) -> list[Piece]:
-    """Split text into pieces of at most limit characters (code points), markup included.
+def _clip(entities: tuple[Entity, ...], start: int, end: int) -> tuple[Entity, ...]:
+    """The entities that overlap text[start:end], cut to it and counted from start."""
+    clipped = []
+    for entity in entities:
+        offset, entity_end = max(entity.offset, start), min(entity.end, end)
+        if offset < entity_end:
+            clipped.append(replace(entity, offset=offset - start, length=entity_end - offset))
+    return tuple(clipped)
 
-    A text that fits is one piece, untouched. Otherwise each piece ends after the last blank
-    line that fits, else the last line break, else the last space; only a word longer than a
-    whole message is cut inside, and then between whole characters. The separators stay at
-    the end of the piece before the cut, so the bodies joined give the text back exactly.
-    With html or markdown, formatting open at a cut is closed at the end of the piece and
-    reopened at the start of the next; markup this cannot handle raises MarkupError.
+
+def split_text(formatted: FormattedText, limit: int = MESSAGE_LIMIT) -> list[FormattedText]:
+    """Split a parsed text into parts of at most limit characters (code points), as Telegram
+    counts them, each with the formatting that falls inside it.
+
+    A text that fits is one part. Otherwise each part ends right after the last line break that
+    ends a blank line, else the last line break, else after the last spaces; only a word longer
+    than a whole message is cut inside, between user-perceived characters. A cut goes right
+    after a line break so that the next line's indentation opens the next part (Telegram trims
+    whitespace at the end of a message). Formatting that spans a cut continues in the next part
+    with the same type, link or language. The parts' texts joined give the text back exactly.
     """
-    if len(text) <= limit:
-        return [Piece(body=text, blank=not text.strip())] if text else []
-    tokens = TOKENIZERS[parse_mode](text)
-    mode = PARSE_MODES[parse_mode] or "text"
-    pieces = []
-    start, open_formatting = 0, ()
-    while start < len(tokens):
-        end, still_open = _next_cut(tokens, start, open_formatting, limit, mode)
-        body = tokens[start:end]
-        pieces.append(
-            Piece(
-                body="".join(token.raw for token in body),
-                reopen="".join(token.reopen for token in open_formatting),
-                close="".join(token.closer for token in reversed(still_open)),
-                blank=not any(token.visible for token in body),
-            )
-        )
-        start, open_formatting = end, still_open
-    if parse_mode == "markdown":
-        _check_markdown_pieces(pieces)
-    return pieces
+    text = formatted.text
+    protected = [
+        (entity.offset, entity.end)
+        for entity in formatted.entities
+        if entity.type in UNCUTTABLE_ENTITIES
+    ]
+    parts, start = [], 0
+    while start < len(text):
+        end = len(text) if len(text) - start <= limit else _cut(text, start, limit, protected)
+        parts.append(FormattedText(text[start:end], _clip(formatted.entities, start, end)))
+        start = end
+    return parts
 
 
-def _check_markdown_pieces(pieces: list[Piece]) -> None:
-    """Refuse pieces that MarkdownV2 would read differently from the original.
-
-    Telegram reads ___ greedily as __ then _, so where italic and underline markers meet at a
-    cut, closing or reopening them can change their meaning; each piece must parse on its own.
-    """
-    line = 1
-    for piece in pieces:
-        try:
-            tokenize_markdown(piece.text)
-        except MarkupError:
-            raise _markup_error(
-                "MarkdownV2",
-                f"at the cut near line {line} italic (_) and underline (__) markers would "
-                "run together when closed and reopened; put a space between them",
-            ) from None
-        line += piece.body.count("\n")
+def utf16_length(text: str) -> int:
+    """Length as the Bot API counts entity offsets: characters beyond U+FFFF count twice."""
+    return len(text) + sum(ord(char) > 0xFFFF for char in text)
 
 
 # --- Sending ------------------------------------------------------------------------------------
 # aiogram is imported where it is used: building its types takes seconds, and a dry run or a
 # configuration error should not wait for that.
 
+# Answers of 400 that concern the message itself, so no other chat would take it either. Any
+# other 400 (not found, no rights, topic closed, ...) concerns the chat alone.
+MESSAGE_FAULTS = (
+    "can't parse entities",
+    "message is too long",
+    "message text is empty",
+    "text must be non-empty",
+    "entities",
+    "wrong file",
+    "file must be non-empty",
+)
 
-def _refusal(error: TelegramAPIError, what: str, chat: ChatId, parse_mode: str | None) -> SendError:
+
+def _not_found_hint(chat: Chat) -> str:
+    if chat.is_group_or_channel:
+        return (
+            "add the bot to the group or channel (a channel needs it as an administrator), "
+            "and check that USER_ID (or --chat) is its id"
+        )
+    return (
+        "the user must open the bot in Telegram and press Start, and USER_ID (or --chat) "
+        "must be their chat id"
+    )
+
+
+def _refusal(error: TelegramAPIError, what: str, chat: Chat) -> SendError:
     """The line to show for an answer that no retry can change."""
     from aiogram.exceptions import (
         TelegramBadRequest,
@@ -652,26 +1154,34 @@ def _refusal(error: TelegramAPIError, what: str, chat: ChatId, parse_mode: str |
             f"Telegram refused {what} to chat {chat} ({description}): the user must open the "
             "bot, press Start and not block it; a group or channel must have the bot as a member"
         )
-    if isinstance(error, TelegramBadRequest) and "chat not found" in description.lower():
-        return ChatRefused(
-            f"chat {chat} not found: the user must open the bot in Telegram and press Start, "
-            "and USER_ID (or --chat) must be their chat id"
-        )
-    if isinstance(error, TelegramBadRequest) and "can't parse entities" in description.lower():
-        return SendError(
-            f"Telegram could not parse {what} as {parse_mode} ({description}): "
-            "fix the markup or use --parse-mode none"
-        )
     if isinstance(error, TelegramEntityTooLarge):
         return SendError(f"Telegram refused {what} as too large ({description})")
+    if "can't parse entities" in description.lower():
+        # The formatting was read here by Telegram's rules; a Bot API server that reads it
+        # differently (a newer or older TDLib) can still refuse it.
+        return SendError(
+            f"Telegram could not read the formatting of {what} ({description}): "
+            "send it with --parse-mode none"
+        )
+    if isinstance(error, TelegramBadRequest) and "chat not found" in description.lower():
+        return ChatRefused(f"chat {chat} not found: {_not_found_hint(chat)}")
+    if isinstance(error, TelegramBadRequest) and not any(
+        fault in description.lower() for fault in MESSAGE_FAULTS
+    ):
+        return ChatRefused(f"Telegram refused {what} to chat {chat}: {description}")
     return SendError(f"Telegram refused {what} to chat {chat}: {description}")
 
 
 async def send_with_retries(
-    request: Callable[[], Awaitable[object]], what: str, chat: ChatId, parse_mode: str | None
+    request: Callable[[], Awaitable[object]], what: str, chat: Chat
 ) -> None:
     """Make one request until Telegram accepts it, waiting out flood control and retrying
-    server errors and unreachable servers; never repeat a request that may have arrived."""
+    server errors and unreachable servers; never repeat a request that may have arrived.
+
+    The retry loop is this tool's own rather than an aiogram middleware: which failures may be
+    retried depends on whether the request can have reached Telegram, which only the
+    exception's cause tells.
+    """
     from aiogram.exceptions import (
         ClientDecodeError,
         TelegramAPIError,
@@ -704,7 +1214,7 @@ async def send_with_retries(
                 "(a proxy's error page?)"
             )
         except TelegramEntityTooLarge as error:  # an HTTP 413, before other network errors
-            raise _refusal(error, what, chat, parse_mode) from None
+            raise _refusal(error, what, chat) from None
         except TelegramNetworkError as error:
             cause = error.__cause__
             if isinstance(cause, ClientResponseError):  # a redirect loop, for one
@@ -720,7 +1230,7 @@ async def send_with_retries(
                 ) from None
             problem = f"cannot reach the Bot API server ({error.message})"
         except TelegramAPIError as error:
-            raise _refusal(error, what, chat, parse_mode) from None
+            raise _refusal(error, what, chat) from None
         if attempt < MAX_ATTEMPTS:
             await asyncio.sleep(delay)
     raise SendError(f"gave up on {target} after {MAX_ATTEMPTS} attempts: {problem}")
@@ -730,49 +1240,91 @@ def _upload_timeout(size: int) -> int:
     return REQUEST_TIMEOUT + size // SLOWEST_UPLOAD_BYTES_PER_SECOND
 
 
+@dataclass
+class Progress:
+    """What has gone to which chat so far, to say when the run is stopped by a signal."""
+
+    chats: tuple[Chat, ...] = ()
+    total_messages: int = 0
+    delivered: dict[Chat, list[str]] = field(default_factory=dict)
+    refused: list[Chat] = field(default_factory=list)
+    in_flight: tuple[Chat, str] | None = None  # sent, and no answer yet
+
+    def summary(self) -> str:
+        said = []
+        for chat in self.chats:
+            got = self.delivered.get(chat, [])
+            if got:
+                said.append(f"chat {chat} got {self._items(got)}")
+            if chat in self.refused:
+                said.append(f"chat {chat} refused")
+            elif self.in_flight and self.in_flight[0] == chat:
+                said.append(f"{self.in_flight[1]} to chat {chat} may or may not have arrived")
+            elif not got:
+                said.append(f"nothing went to chat {chat}")
+        return "; ".join(said) or "nothing was sent"
+
+    def _items(self, items: list[str]) -> str:
+        messages = sum(item.startswith("message ") for item in items)
+        documents = [item for item in items if not item.startswith("message ")]
+        said = [f"message 1/{self.total_messages}"] if messages == 1 else []
+        if messages > 1:
+            said.append(f"messages 1-{messages} of {self.total_messages}")
+        return ", ".join(said + documents)
+
+
 async def send_all(
     settings: Settings,
-    messages: list[Piece],
+    messages: list[FormattedText],
     documents: list[Document],
     options: SendOptions,
     report: Callable[[str], None],
+    progress: Progress,
 ) -> bool:
     """Send the messages, then the documents, to each chat in turn, one request at a time.
 
-    A chat that refuses (blocked, not found, migrated) is reported and skipped; any other
-    failure stops everything. Returns whether every chat got everything.
+    A chat that refuses (blocked, not found, no rights, migrated) is reported and skipped; any
+    other failure stops everything. Returns whether every chat got everything.
     """
     from aiogram import Bot
+    from aiogram.client.default import DefaultBotProperties
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
-    from aiogram.types import FSInputFile, LinkPreviewOptions
+    from aiogram.types import FSInputFile, MessageEntity
 
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url))
-    silent = True if options.silent else None
-    link_preview = LinkPreviewOptions(is_disabled=True) if options.no_preview else None
+    # No parse_mode: each part goes with its entities, parsed here (see PARSERS). Silence is
+    # passed with each request: aiogram's send methods do not read it from the defaults.
+    defaults = DefaultBotProperties(link_preview_is_disabled=options.no_preview or None)
+    silent = options.silent or None
     everything_sent = True
-    async with Bot(settings.token, session=session) as bot:
+    async with Bot(settings.token, session=session, default=defaults) as bot:
         for chat in settings.chats:
             requests: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                 (
                     f"message {number}/{len(messages)}",
                     partial(
                         bot.send_message,
-                        chat_id=chat,
-                        text=piece.text,
-                        parse_mode=options.parse_mode,
+                        chat_id=chat.id,
+                        message_thread_id=chat.topic,
+                        text=part.text,
                         disable_notification=silent,
-                        link_preview_options=link_preview,
+                        entities=[
+                            MessageEntity(**_bot_api_entity(part.text, entity))
+                            for entity in part.entities
+                        ]
+                        or None,
                     ),
                 )
-                for number, piece in enumerate(messages, 1)
+                for number, part in enumerate(messages, 1)
             ]
             requests += [
                 (
                     f"document {document.path.name}",
                     partial(
                         bot.send_document,
-                        chat_id=chat,
+                        chat_id=chat.id,
+                        message_thread_id=chat.topic,
                         document=FSInputFile(document.path),
                         disable_notification=silent,
                         request_timeout=_upload_timeout(document.size),
@@ -784,11 +1336,32 @@ async def send_all(
                 for number, (what, request) in enumerate(requests):
                     if number:
                         await asyncio.sleep(SECONDS_BETWEEN_MESSAGES)
-                    await send_with_retries(request, what, chat, options.parse_mode)
+                    progress.in_flight = (chat, what)
+                    await send_with_retries(request, what, chat)
+                    progress.in_flight = None
+                    progress.delivered.setdefault(chat, []).append(what)
             except ChatRefused as refusal:
+                progress.in_flight = None
+                progress.refused.append(chat)
                 report(str(refusal))
                 everything_sent = False
     return everything_sent
+
+
+def _bot_api_entity(text: str, entity: Entity) -> dict[str, object]:
+    """An Entity as the Bot API takes it: offsets and lengths in UTF-16 code units."""
+    described: dict[str, object] = {
+        "type": entity.type,
+        "offset": utf16_length(text[: entity.offset]),
+        "length": utf16_length(text[entity.offset : entity.end]),
+    }
+    if entity.url:
+        described["url"] = entity.url
+    if entity.language:
+        described["language"] = entity.language
+    if entity.custom_emoji_id:
+        described["custom_emoji_id"] = entity.custom_emoji_id
+    return described
 
 
 # --- Output -------------------------------------------------------------------------------------
@@ -796,9 +1369,10 @@ async def send_all(
 
 def redact(text: str, token: str) -> str:
     """text without the bot token. The secret half is hidden on its own too, in case a URL was
-    re-encoded around the colon. Every line this tool prints about a failure passes through here."""
+    re-encoded around the colon. A value of digits alone is a bot id, which is public, not a
+    secret. Every line this tool prints about a failure passes through here."""
     for secret in (token, token.partition(":")[2]):
-        if secret:
+        if secret and not secret.isdigit():
             text = text.replace(secret, "***")
     return text
 
@@ -808,10 +1382,11 @@ def print_error(message: str, token: str) -> None:
     print(f"{PROG}: {redact(one_line, token)}", file=sys.stderr)
 
 
-def print_dry_run(messages: list[Piece], documents: list[Document]) -> None:
-    for number, piece in enumerate(messages, 1):
-        print(f"--- message {number}/{len(messages)}: {len(piece.text)} characters ---")
-        print(piece.text, end="" if piece.text.endswith("\n") else "\n")
+def print_dry_run(messages: list[FormattedText], documents: list[Document]) -> None:
+    for number, part in enumerate(messages, 1):
+        formatting = f", {len(part.entities)} formatting entities" if part.entities else ""
+        print(f"--- message {number}/{len(messages)}: {len(part.text)} characters{formatting} ---")
+        print(part.text, end="" if part.text.endswith("\n") else "\n")
     for number, document in enumerate(documents, 1):
         print(
             f"--- document {number}/{len(documents)}: {document.path} ({document.size:,} bytes) ---"
@@ -820,10 +1395,26 @@ def print_dry_run(messages: list[Piece], documents: list[Document]) -> None:
 
 # --- Command line -------------------------------------------------------------------------------
 
+EXAMPLES = f"""\
+examples:
+  python tg_bot.py                          send message.txt to the chats in USER_ID
+  df -h | python tg_bot.py - --chat=-100123456789:42 --silent
+                                            stdin to topic 42 of a forum group, quietly
+  python tg_bot.py report.html --parse-mode html --document report.csv --dry-run
+
+A chat is a number (negative for groups and channels), or @channelname, with :TOPIC for a forum
+topic; write a negative id after --chat with '=', as in --chat=-100123456789.
+Settings: API_TOKEN, USER_ID and TELEGRAM_API_URL (default {DEFAULT_API_URL}) from the
+environment, else from .env in the current directory, else from .env beside this script (see
+.env.example). Exit status: 0 sent, 1 sending failed, 2 usage or configuration error, 130
+interrupted, 143 terminated."""
+
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse would print the usage too; a usage error is one line like every other.
+        if "--chat: expected one argument" in message:
+            message += " (write a negative chat id as --chat=-100123456789)"
         raise UsageError(f"{message} (see --help)")
 
 
@@ -832,79 +1423,157 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Send a text file, and optionally some documents, to Telegram chats "
         "through a bot.",
-        epilog="Settings: API_TOKEN, USER_ID and TELEGRAM_API_URL from the environment or "
-        ".env (see .env.example). Exit status: 0 sent, 1 sending failed, 2 usage or "
-        "configuration error, 130 interrupted.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "file",
         nargs="?",
         metavar="FILE",
-        help=f"the message text (default: {DEFAULT_MESSAGE_FILE}, or none when --document "
-        "is given; - reads stdin)",
+        help=f"the message text; - reads stdin (default: {DEFAULT_MESSAGE_FILE}, or no text "
+        "when --document is given)",
     )
     parser.add_argument(
         "--chat",
         action="append",
         dest="chats",
-        metavar="ID",
-        help="a chat to send to (repeatable; overrides USER_ID)",
+        metavar="ID[:TOPIC]",
+        help="a chat to send to, repeatable (default: the chats in USER_ID)",
     )
     parser.add_argument(
-        "--api-url", metavar="URL", help="base URL of a Bot API server (overrides TELEGRAM_API_URL)"
+        "--thread",
+        metavar="ID",
+        help="the forum topic (message_thread_id) for every chat that names none "
+        "(default: none, the chat itself)",
+    )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        help=f"base URL of a Bot API server (default: TELEGRAM_API_URL, else {DEFAULT_API_URL})",
     )
     parser.add_argument(
         "--parse-mode",
-        choices=PARSE_MODES,
+        choices=PARSERS,
         default="none",
-        help="how Telegram reads the text: none (as it is, the default), html, or markdown "
-        "(MarkdownV2)",
+        help="how the text is read: none (as it is), html, or markdown (MarkdownV2) "
+        "(default: none)",
     )
-    parser.add_argument("--silent", action="store_true", help="no notification sound")
-    parser.add_argument("--no-preview", action="store_true", help="no link preview")
+    parser.add_argument(
+        "--silent", action="store_true", help="no notification sound (default: with sound)"
+    )
+    parser.add_argument(
+        "--no-preview", action="store_true", help="no link preview (default: with preview)"
+    )
     parser.add_argument(
         "--document",
         action="append",
         dest="documents",
         default=[],
         metavar="PATH",
-        help="also send this file as a document, after the text (repeatable; up to 50 MB)",
+        help="also send this file as a document, after the text; repeatable, up to 50 MB "
+        "each (default: none)",
     )
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the messages that would be sent, and send nothing (no token needed)",
+        help="print the messages that would be sent and send nothing; no token needed",
     )
     return parser
 
 
 async def run(
-    args: argparse.Namespace, environment: dict[str, str], report: Callable[[str], None]
+    args: argparse.Namespace,
+    environment: dict[str, str],
+    env_paths: tuple[Path, ...],
+    report: Callable[[str], None],
+    progress: Progress,
 ) -> ExitStatus:
-    """Settings, then the text and documents, then the split, then the dry run or the sending."""
-    settings = None if args.dry_run else load_settings(environment, args.chats, args.api_url)
+    """Settings, then the text and documents, then the parse and the split, then the dry run or
+    the sending."""
+    chats = load_chats(environment, args.chats, args.thread)
+    chat_source = "--chat" if args.chats else "USER_ID"
+    settings = None
+    if not args.dry_run:
+        settings = load_settings(environment, chats, chat_source, args.api_url, env_paths)
+    elif chats and (token := BOT_TOKEN.fullmatch(environment.get("API_TOKEN", ""))):
+        refuse_own_id(chats, int(token.group(1)), chat_source)
     source = args.file or (None if args.documents else DEFAULT_MESSAGE_FILE)
     text = read_text(source) if source else ""
     documents = check_documents(args.documents)
-    messages = [piece for piece in split_message(text, args.parse_mode) if not piece.blank]
+    messages = [part for part in split_text(PARSERS[args.parse_mode](text)) if not part.blank]
+    if source and not messages:
+        name = "stdin" if source == "-" else source
+        raise UsageError(f"{name} has no text once its markup is read: nothing to send")
     if settings is None:
         print_dry_run(messages, documents)
         return ExitStatus.SENT
-    options = SendOptions(
-        parse_mode=PARSE_MODES[args.parse_mode], silent=args.silent, no_preview=args.no_preview
-    )
-    everything_sent = await send_all(settings, messages, documents, options, report)
+    progress.chats, progress.total_messages = settings.chats, len(messages)
+    options = SendOptions(silent=args.silent, no_preview=args.no_preview)
+    with _signals_cancel_sending():
+        everything_sent = await send_all(settings, messages, documents, options, report, progress)
     return ExitStatus.SENT if everything_sent else ExitStatus.SEND_FAILED
+
+
+# What the one line says, and the exit status, for each signal that stops the run.
+STOPPED_BY = {
+    signal.SIGINT: ("interrupted", ExitStatus.INTERRUPTED),
+    signal.SIGTERM: ("terminated", ExitStatus.TERMINATED),
+}
+
+
+@contextlib.contextmanager
+def _signals_cancel_sending() -> Iterator[None]:
+    """While sending, SIGINT and SIGTERM cancel the sending task, so that the session is closed
+    and what was sent can be told; the cancellation comes out as Interrupted."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def cancel(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    installed = {}
+    for signum in STOPPED_BY:
+        previous = signal.getsignal(signum)
+        if previous is signal.SIG_IGN:
+            continue  # started in the background with the signal ignored: keep it so
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Windows, threads
+            loop.add_signal_handler(signum, cancel, signum)
+            installed[signum] = previous
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise Interrupted(received[0]) from None
+    finally:
+        for signum, previous in installed.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 async def main(argv: list[str] | None = None) -> int:
     """The command: returns its exit status, with any failure already printed as one line."""
     token = ""
+    progress = Progress()
     try:
-        environment = read_environment()
+        env_paths = load_env_file()
+        environment = dict(os.environ)
         token = environment.get("API_TOKEN", "")  # read first, so every line can be redacted
         args = build_parser().parse_args(argv)
-        return await run(args, environment, lambda message: print_error(message, token))
+        return await run(
+            args, environment, env_paths, lambda line: print_error(line, token), progress
+        )
+    except Interrupted as interruption:
+        outcome, status = STOPPED_BY[signal.Signals(interruption.signum)]
+        print_error(f"{outcome}: {progress.summary()}", token)
+        return status
     except ToolError as error:
         print_error(str(error), token)
         return error.exit_status
@@ -920,8 +1589,9 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main()))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        sys.exit(ExitStatus.INTERRUPTED)
+    # Until the sending starts, a signal raises Interrupted wherever the program is (reading a
+    # slow stdin, say); SIGTERM would otherwise end the process without a word.
+    for signum in STOPPED_BY:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_interrupted)
+    sys.exit(asyncio.run(main()))

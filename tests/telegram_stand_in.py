@@ -3,13 +3,22 @@
 It answers /bot<token>/<method> with the Bot API's own JSON: {"ok": true, "result": <Message>}
 on success, {"ok": false, "error_code": .., "description": .., "parameters": ..} on failure,
 and records every request it receives (method, token, form fields, uploaded files). Tests
-script its answers per method; anything unscripted is accepted.
+script its answers per method; anything unscripted is accepted, if Telegram would accept it.
+
+sendMessage is checked as Telegram checks it: a parse_mode's markup is read by a port of TDLib's
+parse_markdown_v2 and parse_html (td/telegram/MessageEntity.cpp), working on UTF-8 bytes as TDLib
+does and refusing with Telegram's error texts; entities= are checked against the text; then the
+text is trimmed as fix_formatted_text trims it, and refused when empty or longer than 4096 code
+points. What a message would show is kept in Received.shown. One deliberate difference: an
+entity that reaches past the text, which Telegram silently shortens, is refused here, so that a
+test sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from collections import defaultdict, deque
@@ -19,6 +28,515 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 HOST = "127.0.0.1"
+MESSAGE_LIMIT = 4096  # code points of the parsed and trimmed text (TDLib's utf8_length)
+ENTITY_TYPES = {
+    "bold", "italic", "underline", "strikethrough", "spoiler", "code", "pre", "text_link",
+    "blockquote", "expandable_blockquote", "custom_emoji", "text_mention", "mention", "hashtag",
+    "cashtag", "bot_command", "url", "email", "phone_number",
+}  # fmt: skip
+
+
+class CannotParse(Exception):
+    """TDLib's parse error; its text follows "Bad Request: can't parse entities: "."""
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+# --- TDLib's MarkdownV2 and HTML parsers, on UTF-8 bytes -------------------------------------
+
+SPACE_BYTES = b" \t\r\n\0\v"  # TDLib's is_space(); the NUL stands for the end of the text
+RESERVED = b"_*[]()~`>#+-=|{}.!\n"
+CODE_TYPES = ("Code", "Pre", "PreCode")
+BOT_API_NAMES = {
+    "Bold": "bold", "Italic": "italic", "Underline": "underline",
+    "Strikethrough": "strikethrough", "Spoiler": "spoiler", "Code": "code", "Pre": "pre",
+    "PreCode": "pre", "TextUrl": "text_link", "CustomEmoji": "custom_emoji",
+    "BlockQuote": "blockquote", "ExpandableBlockQuote": "expandable_blockquote",
+}  # fmt: skip
+
+
+def _is_first_unit(byte: int) -> bool:
+    return (byte & 0xC0) != 0x80
+
+
+def _checked_link(url: str) -> str:
+    """A light LinkManager::get_checked_link: "" refuses the link (the entity is dropped)."""
+    if not url or any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return ""
+    if "://" in url or url.startswith(("tg:", "mailto:")):
+        return url
+    return "http://" + url
+
+
+@dataclass
+class _Nested:
+    type: str
+    argument: str
+    utf16_offset: int
+    byte_offset: int
+    begin: int  # position in the output
+
+
+def _entity(type_: str, offset: int, length: int, argument: str = "") -> dict[str, object]:
+    entity: dict[str, object] = {"type": BOT_API_NAMES.get(type_, type_), "offset": offset}
+    entity["length"] = length
+    if type_ == "TextUrl":
+        entity["url"] = argument
+    elif type_ == "PreCode":
+        entity["language"] = argument
+    elif type_ == "CustomEmoji":
+        entity["custom_emoji_id"] = argument
+    return entity
+
+
+def _sort(entities: list[dict[str, object]]) -> list[dict[str, object]]:
+    return sorted(entities, key=lambda entity: (entity["offset"], -entity["length"]))  # type: ignore[operator]
+
+
+def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, object]]]:
+    data = text.encode()
+    size = len(data)
+
+    def at(index: int) -> int:
+        return data[index] if index < size else 0
+
+    out = bytearray()
+    entities: list[dict[str, object]] = []
+    nested: list[_Nested] = []
+    utf16 = 0
+    have_blockquote = False
+    can_start_blockquote = True
+    i = 0
+    while i < size:
+        c = data[i]
+        if c == ord("\\") and 0 < at(i + 1) <= 126:
+            i += 1
+            utf16 += 1
+            out.append(data[i])
+            if data[i] != ord("\r"):
+                can_start_blockquote = data[i] == ord("\n")
+            i += 1
+            continue
+        reserved = b"`" if nested and nested[-1].type in CODE_TYPES else RESERVED
+        if c not in reserved:
+            if _is_first_unit(c):
+                utf16 += 1 + (c >= 0xF0)
+                if c != ord("\r"):
+                    can_start_blockquote = False
+            out.append(c)
+            i += 1
+            continue
+        char = chr(c)
+        top = nested[-1].type if nested else ""
+        is_end = bool(nested) and (
+            (have_blockquote and char == "\n" and at(i + 1) != ord(">"))
+            or (top == "Bold" and char == "*")
+            or (top == "Italic" and char == "_" and at(i + 1) != ord("_"))
+            or (top == "Code" and char == "`")
+            or (top in ("Pre", "PreCode") and data[i : i + 3] == b"```")
+            or (top in ("TextUrl", "CustomEmoji") and char == "]")
+            or (top == "Underline" and data[i : i + 2] == b"__")
+            or (top == "Strikethrough" and char == "~")
+            or (top == "Spoiler" and data[i : i + 2] == b"||")
+        )
+        reserved_error = CannotParse(
+            f"Character '{char}' is reserved and must be escaped with the preceding '\\'"
+        )
+        if not is_end:
+            argument = ""
+            byte_offset = i
+            if char == "_":
+                type_ = "Underline" if at(i + 1) == ord("_") else "Italic"
+                i += type_ == "Underline"
+            elif char == "*":
+                type_ = "Bold"
+            elif char == "~":
+                type_ = "Strikethrough"
+            elif char == "|":
+                if at(i + 1) != ord("|"):
+                    raise reserved_error
+                i += 1
+                type_ = "Spoiler"
+            elif char == "[":
+                type_ = "TextUrl"
+            elif char == "`":
+                if data[i : i + 3] == b"```":
+                    i += 3
+                    type_ = "Pre"
+                    language_end = i
+                    while at(language_end) not in SPACE_BYTES and at(language_end) != ord("`"):
+                        language_end += 1
+                    if i != language_end and language_end < size and at(language_end) != ord("`"):
+                        type_ = "PreCode"
+                        argument = data[i:language_end].decode()
+                        i = language_end
+                    if at(i) in b"\n\r" and at(i):
+                        if at(i + 1) in b"\n\r" and at(i + 1) and at(i) != at(i + 1):
+                            i += 2
+                        else:
+                            i += 1
+                    i -= 1
+                else:
+                    type_ = "Code"
+            elif char == "!":
+                if at(i + 1) != ord("["):
+                    raise reserved_error
+                i += 1
+                type_ = "CustomEmoji"
+            elif char == "\n":
+                utf16 += 1
+                out.append(c)
+                can_start_blockquote = True
+                i += 1
+                continue
+            elif char == ">":
+                if not can_start_blockquote:
+                    raise reserved_error
+                if have_blockquote:
+                    i += 1
+                    continue
+                type_ = "BlockQuote"
+                have_blockquote = True
+            else:
+                raise reserved_error
+            nested.append(_Nested(type_, argument, utf16, byte_offset, len(out)))
+            i += 1
+            continue
+        type_ = nested[-1].type
+        if char == "\n" and type_ != "BlockQuote":
+            last = nested[-1]
+            ends_spoiler = last.byte_offset == i - 2 or (
+                last.byte_offset == i - 3 and out and out[-1] == ord("\r")
+            )
+            if type_ != "Spoiler" or not ends_spoiler:
+                raise CannotParse(
+                    f"Can't find end of {last.type} entity at byte offset {last.byte_offset}"
+                )
+            nested.pop()
+            type_ = nested[-1].type
+            if type_ != "BlockQuote":
+                raise CannotParse(
+                    f"Can't find end of {type_} entity at byte offset {nested[-1].byte_offset}"
+                )
+            type_ = "ExpandableBlockQuote"
+        last = nested[-1]
+        argument = last.argument
+        skip = utf16 == last.utf16_offset
+        if type_ in ("Underline", "Spoiler"):
+            i += 1
+        elif type_ in ("Pre", "PreCode"):
+            i += 2
+        elif type_ in ("TextUrl", "CustomEmoji"):
+            if at(i + 1) != ord("("):
+                if type_ == "CustomEmoji":
+                    raise CannotParse("The entity must contain a tg://emoji or tg://time URL")
+                url = out[last.begin :].decode()
+            else:
+                i += 2
+                url_begin = i
+                url_bytes = bytearray()
+                while i < size and data[i] != ord(")"):
+                    if data[i] == ord("\\") and 0 < at(i + 1) <= 126:
+                        url_bytes.append(data[i + 1])
+                        i += 2
+                        continue
+                    url_bytes.append(data[i])
+                    i += 1
+                if at(i) != ord(")"):
+                    raise CannotParse(f"Can't find end of a URL at byte offset {url_begin}")
+                url = url_bytes.decode()
+            if type_ == "CustomEmoji":
+                emoji_id = url.removeprefix("tg://emoji?id=")
+                if (
+                    not url.startswith("tg://emoji?id=")
+                    or not emoji_id.isdigit()
+                    or not int(emoji_id)
+                ):
+                    raise CannotParse("Invalid tg://emoji or tg://time URL specified")
+                argument = emoji_id
+            else:
+                argument = _checked_link(url)
+                skip = skip or not argument
+        elif type_ in ("BlockQuote", "ExpandableBlockQuote"):
+            have_blockquote = False
+            out.append(data[i])
+            can_start_blockquote = True
+            utf16 += 1
+            skip = False
+        if not skip:
+            entities.append(_entity(type_, last.utf16_offset, utf16 - last.utf16_offset, argument))
+        nested.pop()
+        i += 1
+    if have_blockquote:
+        type_ = "BlockQuote"
+        if nested[-1].type == "Spoiler" and nested[-1].byte_offset == size - 2:
+            nested.pop()
+            type_ = "ExpandableBlockQuote"
+        if nested[-1].type == "BlockQuote":
+            last = nested.pop()
+            if utf16 != last.utf16_offset:
+                entities.append(_entity(type_, last.utf16_offset, utf16 - last.utf16_offset))
+    if nested:
+        last = nested[-1]
+        raise CannotParse(f"Can't find end of {last.type} entity at byte offset {last.byte_offset}")
+    return out.decode(), _sort(entities)
+
+
+HTML_TAGS = {
+    "a", "b", "strong", "i", "em", "s", "strike", "del", "u", "ins", "tg-spoiler", "tg-emoji",
+    "span", "pre", "code", "blockquote",
+}  # fmt: skip
+SIMPLE_TAGS = {
+    "b": "Bold", "strong": "Bold", "i": "Italic", "em": "Italic", "s": "Strikethrough",
+    "strike": "Strikethrough", "del": "Strikethrough", "u": "Underline", "ins": "Underline",
+    "tg-spoiler": "Spoiler", "span": "Spoiler",
+}  # fmt: skip
+
+
+def _decode_html_entity(data: bytes, position: int) -> tuple[int, int]:
+    """(code point, end) of the HTML entity at position, or (0, position) for none."""
+    size = len(data)
+
+    def at(index: int) -> int:
+        return data[index] if index < size else 0
+
+    end = position + 1
+    value = 0
+    if at(position + 1) == ord("#"):
+        end += 1
+        if at(position + 2) == ord("x"):
+            end += 1
+            while chr(at(end)) in "0123456789abcdefABCDEF" and at(end):
+                value = value * 16 + int(chr(data[end]), 16)
+                end += 1
+        else:
+            while chr(at(end)).isdigit() and at(end) < 128:
+                value = value * 10 + data[end] - ord("0")
+                end += 1
+        if value == 0 or value >= 0x10FFFF or end - position >= 10:
+            return 0, position
+    else:
+        while at(end) < 128 and chr(at(end)).isalpha():
+            end += 1
+        name = data[position + 1 : end]
+        value = {b"lt": ord("<"), b"gt": ord(">"), b"amp": ord("&"), b"quot": ord('"')}.get(name, 0)
+        if not value:
+            return 0, position
+    return value, end + (at(end) == ord(";"))
+
+
+def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
+    data = text.encode()
+    size = len(data)
+
+    def at(index: int) -> int:
+        return data[index] if index < size else 0
+
+    def space(index: int) -> bool:
+        return at(index) in SPACE_BYTES
+
+    out: list[str] = []  # decoded characters; UTF-16 offsets are counted alongside
+    utf16 = 0
+    entities: list[dict[str, object]] = []
+    nested: list[_Nested] = []
+    surrogates = False
+    i = 0
+    while i < size:
+        c = data[i]
+        if c == ord("&"):
+            code, end = _decode_html_entity(data, i)
+            if code:
+                surrogates = surrogates or 0xD800 <= code <= 0xDFFF
+                out.append(chr(code))
+                utf16 += 1 + (code > 0xFFFF)
+                i = end
+                continue
+        if c != ord("<"):
+            if _is_first_unit(c):
+                length = 1 if c < 0x80 else 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+                out.append(data[i : i + length].decode())
+                utf16 += 1 + (c >= 0xF0)
+                i += length
+            continue
+        begin = i
+        i += 1
+        if at(i) != ord("/"):
+            while not space(i) and at(i) != ord(">"):
+                i += 1
+            if at(i) == 0:
+                raise CannotParse(f"Unclosed start tag at byte offset {begin}")
+            tag = data[begin + 1 : i].decode("utf-8", "replace").lower()
+            if tag not in HTML_TAGS:
+                raise CannotParse(f'Unsupported start tag "{tag}" at byte offset {begin}')
+            argument = ""
+            while at(i) != ord(">"):
+                while at(i) and space(i):
+                    i += 1
+                if at(i) == ord(">"):
+                    break
+                name_begin = i
+                while not space(i) and at(i) not in b"=>/\"'":
+                    i += 1
+                attribute = data[name_begin:i].decode("utf-8", "replace")
+                if not attribute:
+                    raise CannotParse(
+                        f'Empty attribute name in the tag "{tag}" at byte offset {begin}'
+                    )
+                while at(i) and space(i):
+                    i += 1
+                if at(i) != ord("="):
+                    if at(i) == 0:
+                        raise CannotParse(f'Unclosed start tag "{tag}" at byte offset {begin}')
+                    if tag == "blockquote" and attribute == "expandable":
+                        argument = "1"
+                    continue
+                i += 1
+                while at(i) and space(i):
+                    i += 1
+                if at(i) == 0:
+                    raise CannotParse(f'Unclosed start tag "{tag}" at byte offset {begin}')
+                if at(i) not in b"'\"":
+                    token_begin = i
+                    while at(i) and ((chr(at(i)).isalnum() and at(i) < 128) or at(i) in b".-"):
+                        i += 1
+                    value = data[token_begin:i].decode().lower()
+                    if not space(i) and at(i) != ord(">"):
+                        raise CannotParse(
+                            f"Unexpected end of name token at byte offset {token_begin}"
+                        )
+                else:
+                    quote = at(i)
+                    i += 1
+                    value_bytes = bytearray()
+                    while at(i) != quote and at(i):
+                        if at(i) == ord("&"):
+                            code, end = _decode_html_entity(data, i)
+                            if code:
+                                value_bytes += chr(code).encode("utf-8", "surrogatepass")
+                                i = end
+                                continue
+                        value_bytes.append(data[i])
+                        i += 1
+                    if at(i) == quote:
+                        i += 1
+                    value = value_bytes.decode("utf-8", "replace")
+                if at(i) == 0:
+                    raise CannotParse(f"Unclosed start tag at byte offset {begin}")
+                if tag == "a" and attribute == "href":
+                    argument = value
+                elif tag == "code" and attribute == "class" and value.startswith("language-"):
+                    argument = value[9:]
+                elif tag == "span" and attribute == "class" and value.startswith("tg-"):
+                    argument = value[3:]
+                elif tag == "tg-emoji" and attribute == "emoji-id":
+                    argument = value
+                elif tag == "blockquote" and attribute == "expandable":
+                    argument = "1"
+            if tag == "span" and argument != "spoiler":
+                raise CannotParse(f'Tag "span" must have class "tg-spoiler" at byte offset {begin}')
+            nested.append(_Nested(tag, argument, utf16, begin, len(out)))
+            i += 1
+            continue
+        if not nested:
+            raise CannotParse(f"Unexpected end tag at byte offset {begin}")
+        while not space(i) and at(i) != ord(">"):
+            i += 1
+        end_tag = data[begin + 2 : i].decode("utf-8", "replace").lower()
+        while at(i) and space(i):
+            i += 1
+        if at(i) != ord(">"):
+            raise CannotParse(f"Unclosed end tag at byte offset {begin}")
+        last = nested[-1]
+        if end_tag and end_tag != last.type:
+            raise CannotParse(
+                f'Unmatched end tag at byte offset {begin}, expected "</{last.type}>", '
+                f'found "</{end_tag}>"'
+            )
+        if utf16 > last.utf16_offset:
+            offset, length = last.utf16_offset, utf16 - last.utf16_offset
+            previous = entities[-1] if entities else None
+            same = previous is not None and (previous["offset"], previous["length"]) == (
+                offset,
+                length,
+            )
+            if last.type in SIMPLE_TAGS:
+                entities.append(_entity(SIMPLE_TAGS[last.type], offset, length))
+            elif last.type == "tg-emoji":
+                if not last.argument.isdigit() or not int(last.argument):
+                    raise CannotParse("Invalid custom emoji identifier specified")
+                entities.append(_entity("CustomEmoji", offset, length, last.argument))
+            elif last.type == "a":
+                url = _checked_link(last.argument or "".join(out[last.begin :]))
+                if url:
+                    entities.append(_entity("TextUrl", offset, length, url))
+            elif last.type == "pre":
+                if same and previous["type"] == "code" and previous.get("language"):
+                    previous["type"] = "pre"
+                else:
+                    entities.append(_entity("Pre", offset, length))
+            elif last.type == "code":
+                if same and previous["type"] == "pre" and last.argument:
+                    previous["language"] = last.argument
+                else:
+                    entity = _entity("Code", offset, length)
+                    if last.argument:
+                        entity["language"] = last.argument
+                    entities.append(entity)
+            else:
+                kind = "ExpandableBlockQuote" if last.argument else "BlockQuote"
+                entities.append(_entity(kind, offset, length))
+        nested.pop()
+        i += 1
+    if nested:
+        raise CannotParse(f'Can\'t find end tag corresponding to start tag "{nested[-1].type}"')
+    for entity in entities:
+        if entity["type"] == "code":
+            entity.pop("language", None)
+    if surrogates:
+        raise CannotParse(
+            "Text contains invalid Unicode characters after decoding HTML entities, check for "
+            "unmatched surrogate code units"
+        )
+    return "".join(out), _sort(entities)
+
+
+PARSERS = {"MarkdownV2": parse_markdown_v2, "HTML": parse_html}
+
+
+def check_entities(text: str, raw: str) -> list[dict[str, object]]:
+    """The entities= of a request, refused (ValueError) unless each lies within the text."""
+    entities = json.loads(raw)
+    length = utf16_units(text)
+    for entity in entities:
+        if entity.get("type") not in ENTITY_TYPES:
+            raise ValueError(f"unknown entity type {entity.get('type')!r}")
+        offset, size = entity.get("offset"), entity.get("length")
+        if not (isinstance(offset, int) and isinstance(size, int) and offset >= 0 and size > 0):
+            raise ValueError(f"entity {entity} has no valid offset and length")
+        if offset + size > length:
+            raise ValueError(f"entity {entity} reaches past the text ({length} UTF-16 units)")
+        if entity["type"] == "text_link" and not entity.get("url"):
+            raise ValueError(f"text_link {entity} has no url")
+    return entities
+
+
+def trim(text: str, entities: list[dict[str, object]]) -> tuple[str, list[dict[str, object]]]:
+    """What fix_formatted_text leaves: no spaces or line breaks at the end, nor at the start
+    before the first entity; entities cut to the text that is left."""
+    kept = text.rstrip(" \n")
+    end = utf16_units(kept)
+    entities = [dict(entity) for entity in entities if entity["offset"] < end]  # type: ignore[operator]
+    for entity in entities:
+        entity["length"] = min(entity["length"], end - entity["offset"])  # type: ignore[operator]
+    first = min((entity["offset"] for entity in entities), default=end)  # type: ignore[type-var]
+    removed = 0
+    while removed < first and kept[removed : removed + 1] in (" ", "\n"):
+        removed += 1
+    for entity in entities:
+        entity["offset"] -= removed  # type: ignore[operator]
+    return kept[removed:], entities
 
 
 @dataclass
@@ -27,6 +545,9 @@ class Received:
     token: str
     fields: dict[str, str]
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # name -> (filename, bytes)
+    arrived_at: float = field(default_factory=time.monotonic)
+    # What the message shows once accepted: text and entities after parsing and trimming.
+    shown: tuple[str, list[dict[str, object]]] | None = None
 
     @property
     def chat_id(self) -> str:
@@ -36,14 +557,44 @@ class Received:
     def text(self) -> str:
         return self.fields["text"]
 
+    @property
+    def entities(self) -> list[dict[str, object]]:
+        return json.loads(self.fields.get("entities", "[]"))
+
 
 Reply = Callable[["BotApiStandIn", web.Request, Received], Awaitable[web.StreamResponse]]
+
+
+def read_message(received: Received) -> tuple[str, list[dict[str, object]]] | str:
+    """What sendMessage would show, or the description of Telegram's refusal."""
+    text = received.text
+    parse_mode = received.fields.get("parse_mode", "")
+    try:
+        if parse_mode:
+            text, entities = PARSERS[parse_mode](text)
+        else:
+            entities = check_entities(text, received.fields.get("entities", "[]"))
+    except CannotParse as error:
+        return f"Bad Request: can't parse entities: {error}"
+    except (ValueError, KeyError) as error:
+        return f"Bad Request: can't parse entities JSON object ({error})"
+    text, entities = trim(text, entities)
+    if not text:
+        return "Bad Request: message text is empty"
+    if len(text) > MESSAGE_LIMIT:
+        return "Bad Request: message is too long"
+    return text, entities
 
 
 async def accept(
     stand_in: BotApiStandIn, request: web.Request, received: Received
 ) -> web.StreamResponse:
-    """Telegram's answer to a message it accepted: the Message it created."""
+    """Telegram's answer to a request: the Message it created, or its refusal of a message."""
+    if received.method == "sendMessage":
+        shown = read_message(received)
+        if isinstance(shown, str):
+            return await refuse(400, shown)(stand_in, request, received)
+        received.shown = shown
     chat_id = received.chat_id
     message = {
         "message_id": next(stand_in.message_ids),
@@ -58,8 +609,10 @@ async def accept(
             "username": "stand_in_bot",
         },
     }
-    if received.method == "sendMessage":
-        message["text"] = received.text
+    if received.shown is not None:
+        message["text"], message["entities"] = received.shown
+    if "message_thread_id" in received.fields:
+        message["message_thread_id"] = int(received.fields["message_thread_id"])
     for filename, content in received.files.values():
         message["document"] = {
             "file_id": f"BQACAgIAAxkBAAI{message['message_id']}",
@@ -152,7 +705,7 @@ class BotApiStandIn:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.05)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, 0)
         await site.start()
