@@ -15,6 +15,19 @@ the README's table). Run `python mail_checker.py --help` for the options; as a l
 
 from __future__ import annotations
 
+import sys
+
+# Before the other imports, so that an older Python gets one line rather than a traceback.
+# Python 3.7 and older cannot parse this file at all: the := makes them stop on the line that
+# names the version, so that their SyntaxError shows it.
+if sys.version_info < (3, 10):  # noqa: UP036 (ruff assumes the version this checks)
+    print(
+        needed := "mail_checker.py: needs Python 3.10 or newer, not",
+        sys.version.split()[0],
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
 import argparse
 import asyncio
 import contextlib
@@ -33,14 +46,13 @@ import secrets
 import socket
 import ssl
 import struct
-import sys
 import time
 import unicodedata
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn, cast
+from typing import NoReturn, TypeVar, cast
 
 import dns.exception
 import dns.flags
@@ -140,6 +152,19 @@ class TextEnum(str, enum.Enum):
     __str__ = str.__str__
     __format__ = str.__format__
     __hash__ = str.__hash__  # a member and its string are the same dictionary key
+
+
+Result = TypeVar("Result")
+
+
+async def within(seconds: float, awaitable: Awaitable[Result]) -> Result:
+    """The awaitable's result, or the built-in TimeoutError after `seconds`, as Python 3.11's
+    asyncio.timeout() gives (Python 3.10's asyncio.wait_for() raises asyncio.TimeoutError,
+    which there is another class)."""
+    try:
+        return await asyncio.wait_for(awaitable, max(seconds, 0))
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no result within {seconds:g} s") from None
 
 
 class Level(TextEnum):
@@ -711,14 +736,17 @@ class Dns:
         """The query over TCP (RFC 7766), each message after its length in two octets."""
         query_id = secrets.randbits(16)
         query = dns_query(query_id, question)
-        async with asyncio.timeout(max(timeout, 0)):
+
+        async def ask() -> bytes:
             reader, writer = await asyncio.open_connection(*server)
             try:
                 writer.write(len(query).to_bytes(2, "big") + query)
                 length = int.from_bytes(await reader.readexactly(2), "big")
-                data = await reader.readexactly(length)
+                return await reader.readexactly(length)
             finally:
                 writer.close()
+
+        data = await within(timeout, ask())
         if not answers(data, query_id, question):
             raise dns.exception.FormError("the answer over TCP is not for our query")
         return dns.message.from_wire(data)
@@ -936,8 +964,7 @@ class SmtpClient:
         if not self.writer.transport.get_write_buffer_size():
             return  # all handed to the kernel; a broken connection shows at the next read
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.writer.drain()
+            await within(self.timeout, self.writer.drain())
         except (ConnectionError, TimeoutError) as error:
             raise SmtpDropped(f"the connection to {self.host} failed: {error!r}") from None
 
@@ -962,11 +989,21 @@ class SmtpClient:
         reply = await self.command("STARTTLS")
         if reply.code == ReplyCode.SERVICE_READY:
             try:
-                async with asyncio.timeout(self.timeout):
-                    await self.writer.start_tls(opportunistic_tls_context())
+                await within(self.timeout, self._start_tls(opportunistic_tls_context()))
             except (OSError, ssl.SSLError, TimeoutError) as error:
                 raise TlsFailed(f"TLS with {self.host} failed: {error!r}") from None
         return reply
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        """StreamWriter.start_tls(); Python 3.10 lacks it, so there the same steps by hand."""
+        if sys.version_info >= (3, 11):
+            await self.writer.start_tls(context)
+            return
+        loop = asyncio.get_running_loop()
+        protocol = self.writer.transport.get_protocol()
+        transport = await loop.start_tls(self.writer.transport, protocol, context)
+        protocol._over_ssl = True  # type: ignore[attr-defined]  # as 3.11 does: EOF ends TLS
+        self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
 
     async def exchange(self, commands: list[str]) -> AsyncIterator[Reply]:
         """The replies to commands, in order: all written at once when the server offers
@@ -991,16 +1028,19 @@ class SmtpClient:
             self.watchdog.cancel()
         self.writer.transport.abort()
 
+    async def _drain_until_closed(self) -> None:
+        """Read what the server still sends, up to MAX_BYTES_AFTER_GOODBYE, until it closes."""
+        left = MAX_BYTES_AFTER_GOODBYE
+        while left > 0 and (chunk := await self.reader.read(left)):
+            left -= len(chunk)
+
     async def close(self) -> None:
         """Hang up. After a 221 the server closes first (RFC 5321 4.1.1.10); waiting for that
         keeps a new session from arriving while the server still counts this one."""
         try:
             if self.said_goodbye:
                 with contextlib.suppress(OSError, TimeoutError):
-                    async with asyncio.timeout(self.timeout):
-                        left = MAX_BYTES_AFTER_GOODBYE
-                        while left > 0 and (chunk := await self.reader.read(left)):
-                            left -= len(chunk)
+                    await within(self.timeout, self._drain_until_closed())
         finally:
             if self.watchdog is not None:
                 self.watchdog.cancel()

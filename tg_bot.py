@@ -19,6 +19,19 @@ Exit status: 0 sent, 1 sending failed, 2 usage or configuration error, 130 inter
 
 from __future__ import annotations
 
+import sys
+
+# Before the other imports, so that an older Python gets one line rather than a traceback.
+# Python 3.7 and older cannot parse this file at all: the := makes them stop on the line that
+# names the version, so that their SyntaxError shows it.
+if sys.version_info < (3, 10):  # noqa: UP036 (ruff assumes the version this checks)
+    print(
+        needed := "tg_bot.py: needs Python 3.10 or newer, not",
+        sys.version.split()[0],
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
 import argparse
 import asyncio
 import bisect
@@ -27,7 +40,6 @@ import enum
 import os
 import re
 import signal
-import sys
 import traceback
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
