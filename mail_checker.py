@@ -52,6 +52,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn, TypeVar, cast
 
 import dns.exception
@@ -620,7 +621,7 @@ class Dns:
                 "!HH", rdtype, dns.rdataclass.IN
             )
             async with self.turns:
-                response, server = await self._exchange(question)
+                response, server = await self._exchange(question, what)
             if response.rcode() == dns.rcode.NXDOMAIN:
                 if self.log:
                     self.log(f"dns: {what} -> NXDOMAIN from {server[0]}:{server[1]}")
@@ -628,7 +629,8 @@ class Dns:
             answer = response.resolve_chaining().answer
         except DnsError as error:
             if self.log:
-                self.log(f"dns: {what} -> {error}")
+                asked = ", ".join(f"{host}:{port}" for host, port in self.servers) or "none"
+                self.log(f"dns: {what} -> {error} (servers asked: {asked})")
             raise
         except dns.exception.DNSException as error:
             if self.log:
@@ -640,7 +642,9 @@ class Dns:
             self.log(f"dns: {what} -> {texts} from {server[0]}:{server[1]}")
         return records
 
-    async def _exchange(self, question: bytes) -> tuple[dns.message.Message, tuple[str, int]]:
+    async def _exchange(
+        self, question: bytes, what: str
+    ) -> tuple[dns.message.Message, tuple[str, int]]:
         """The first usable answer and the server that gave it. The query goes to the
         servers in turn, again and again with waits that double (DNS_FIRST_RETRY), until
         --timeout is used up; every query sent stays open, so a slow answer still counts. A
@@ -666,6 +670,9 @@ class Dns:
                     udp = await self._socket(family)
                     query_id, answered = udp.send(question, server)
                 except OSError as error:
+                    if self.log:
+                        why = error.strerror or error
+                        self.log(f"dns: {what} -> cannot ask {server[0]}:{server[1]}: {why}")
                     servers.remove(server)
                     failures.append(f"{server[0]}: {error.strerror or error}")
                     continue
@@ -684,10 +691,23 @@ class Dns:
                             response = await self._over_tcp(
                                 question, from_server, deadline - loop.time()
                             )
-                        except (OSError, EOFError, TimeoutError, dns.exception.DNSException):
+                        except (
+                            OSError,
+                            EOFError,
+                            TimeoutError,
+                            dns.exception.DNSException,
+                        ) as error:
                             response = None
+                            if self.log:
+                                self.log(
+                                    f"dns: {what} -> failed over TCP with {from_server[0]}:"
+                                    f"{from_server[1]} ({type(error).__name__})"
+                                )
                     if response is not None and response.rcode() in USABLE_RCODES:
                         return response, from_server
+                    if response is not None and self.log:
+                        rcode = dns.rcode.to_text(response.rcode())
+                        self.log(f"dns: {what} -> {rcode} from {from_server[0]}:{from_server[1]}")
                     if from_server in servers:
                         servers.remove(from_server)
                         why = (
@@ -2159,47 +2179,73 @@ def read_text(path: str) -> str:
         raise UsageError(f"{name} is not UTF-8 text (line {line}); save it as UTF-8.") from None
 
 
-def addresses_in(text: str, name: str) -> Iterator[str]:
-    """One address per line (blank lines and # comments skipped), or a CSV file with a
-    header row whose "email" column holds them."""
+def column_key(header: str) -> str:
+    """A CSV header as it is compared: without case, spaces, hyphens, underscores or dots."""
+    return re.sub(r"[\s._-]", "", header).casefold()
+
+
+# The headers that CRMs, mail tools and spreadsheets in several languages give an address
+# column; --column names any other.
+# fmt: off
+EMAIL_COLUMN_HEADERS = (
+    "email", "e-mail", "mail", "emails", "email address", "e-mail address", "mail address",
+    "courriel", "adresse e-mail", "adresse courriel", "adresse électronique",
+    "correo", "correo electrónico", "correo electronico", "dirección de correo electrónico",
+    "e-mail-adresse", "mailadresse", "emailadres", "indirizzo email", "posta elettronica",
+    "endereço de e-mail", "adres e-mail", "почта", "электронная почта",
+    "адрес электронной почты", "эл. почта", "емейл",
+)
+# fmt: on
+EMAIL_COLUMNS = frozenset(map(column_key, EMAIL_COLUMN_HEADERS))
+CSV_DELIMITERS = ",;\t"
+
+
+def addresses_in(text: str, name: str, column: str | None = None) -> Iterator[str]:
+    """One address per line (blank lines and # comments skipped), or a CSV file whose header
+    names the address column: `column`, else a common name for it (EMAIL_COLUMNS)."""
     lines = text.splitlines()
     first = next((line for line in lines if line.strip() and not line.startswith("#")), "")
-    if first.strip().lower() != "email" and not any(sep in first for sep in ",;\t"):
+    is_csv = column is not None or any(sep in first for sep in CSV_DELIMITERS)
+    if not is_csv and column_key(first) not in EMAIL_COLUMNS:  # a lone "E-mail" is a header
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
                 yield line
         return
-    delimiter = next((sep for sep in ",;\t" if sep in first), ",")
-    rows = csv.reader(lines[lines.index(first) :], delimiter=delimiter)
-    header = [column.strip().lower() for column in next(rows)]
-    if "email" not in header:
+    delimiter = next((sep for sep in CSV_DELIMITERS if sep in first), ",")
+    rows = csv.reader(lines[lines.index(first) :] if first else [], delimiter=delimiter)
+    header = [cell.strip() for cell in next(rows, [])]
+    keys = [column_key(cell) for cell in header]
+    wanted = {column_key(column)} if column is not None else EMAIL_COLUMNS
+    index = next((index for index, key in enumerate(keys) if key in wanted), None)
+    if index is None:
+        missing = f"no column {column!r}" if column is not None else "no email column"
         raise UsageError(
-            f'{name} looks like CSV but its header has no "email" column '
-            f"(it has: {', '.join(header)})."
+            f"{name} has {missing}; its columns are: {', '.join(map(repr, header))}. "
+            "Name the one that holds the addresses with --column NAME."
         )
-    column = header.index("email")
     for row in rows:
-        if len(row) > column and row[column].strip():
-            yield row[column].strip()
+        if len(row) > index and row[index].strip():
+            yield row[index].strip()
 
 
-def read_addresses(arguments: list[str], path: str | None) -> list[str]:
-    """Addresses from the arguments, the file, stdin ("-" or a pipe), or a prompt."""
+def read_addresses(arguments: list[str], path: str | None, column: str | None = None) -> list[str]:
+    """Addresses from the arguments, the file, stdin ("-" or a pipe), or a prompt; `column`
+    names the CSV column of the file and stdin."""
     found: list[str] = []
     for argument in arguments:
         if argument == "-":
-            found += addresses_in(read_text("-"), "standard input")
+            found += addresses_in(read_text("-"), "standard input", column)
         else:
             found.append(argument)
     if path:
-        found += addresses_in(read_text(path), path)
+        found += addresses_in(read_text(path), path, column)
     if not arguments and not path and sys.stdin is not None:
         if not sys.stdin.isatty():
-            found += addresses_in(read_text("-"), "standard input")
-        else:
-            with contextlib.suppress(EOFError):
-                found += filter(None, [input("Email address to check: ").strip()])
+            found += addresses_in(read_text("-"), "standard input", column)
+        else:  # the prompt on stderr, so that stdout carries results only (> file)
+            print("Email address to check: ", end="", file=sys.stderr, flush=True)
+            found += filter(None, [sys.stdin.readline().strip()])
     if not found:
         raise UsageError(
             "no addresses to check: give them as arguments, with -f FILE, or on stdin."
@@ -2359,42 +2405,130 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+HELP_EPILOG = """\
+examples:
+  python mail_checker.py someone@example.com
+  python mail_checker.py -f contacts.csv --column "Work email" --format csv -o checked.csv
+
+The SMTP stage needs outbound port 25, which most home ISPs and cloud providers block: there
+every check ends unknown/unreachable. Use --proxy through a host where port 25 is open, or
+--level dns (see the README's "What you must know").
+
+exit status: 0 every address valid, 1 some address not valid, 2 usage or input error,
+130 interrupted."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="mail_checker.py",
-        description="Check whether email addresses have a real mailbox: syntax, DNS, then "
-        "an SMTP dialogue that stops at RCPT TO (no mail is ever sent).",
-        epilog="Exit status: 0 every address valid, 1 some address not valid, "
-        "2 usage or input error, 130 interrupted.",
+        description="Check whether email addresses have a real mailbox: syntax, DNS, then an\n"
+        "SMTP dialogue that stops at RCPT TO (no mail is ever sent). Settings also come from\n"
+        "the environment or .env (in the working directory, else beside this script).",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help='"-" reads stdin')
-    parser.add_argument("-f", "--file", help="one address per line, or CSV with an email column")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    parser.add_argument("-o", "--output", help="append results to FILE; resume from it")
-    parser.add_argument("--level", choices=[level.value for level in Level], default="smtp")
     parser.add_argument(
-        "--dns-server", action="append", default=[], metavar="HOST[:PORT]", help="repeatable"
+        "addresses",
+        nargs="*",
+        metavar="ADDRESS",
+        help='addresses to check; "-" (or a pipe and no address) reads stdin, and none at a '
+        "terminal asks for one",
     )
-    parser.add_argument("--smtp-port", type=int, default=DEFAULT_SMTP_PORT, metavar="N")
-    parser.add_argument("--mail-from", metavar="ADDRESS", help="default $MAIL_FROM or <>")
-    parser.add_argument("--helo", metavar="NAME", help="default $HELO_HOST or this host's FQDN")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
+    parser.add_argument(
+        "-f", "--file", help="one address per line, or CSV with a header row (see --column)"
+    )
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the CSV column holding the addresses (default: the one headed email, e-mail, "
+        "email address, mail, courriel, correo, почта or the like, in any case)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="json is JSON Lines, one object per address (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="append results to FILE; a rerun resumes from it"
+    )
+    parser.add_argument(
+        "--level",
+        choices=[level.value for level in Level],
+        default="smtp",
+        help="stop after syntax (no network at all) or DNS (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dns-server",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a DNS server to ask, repeatable (default: the system's resolvers)",
+    )
+    parser.add_argument(
+        "--smtp-port",
+        type=int,
+        default=DEFAULT_SMTP_PORT,
+        metavar="N",
+        help="the MX hosts' port (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mail-from",
+        metavar="ADDRESS",
+        help="the envelope sender (default: $MAIL_FROM, else the null sender <>)",
+    )
+    parser.add_argument(
+        "--helo",
+        metavar="NAME",
+        help="the name said in EHLO (default: $HELO_HOST, else this host's FQDN)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="for each network step: a connection, a reply, a DNS lookup (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help="domains worked on at once (default: %(default)s)",
+    )
     parser.add_argument(
         "--host-connections",
         type=int,
         default=DEFAULT_HOST_CONNECTIONS,
         metavar="N",
-        help="simultaneous sessions per MX host",
+        help="simultaneous sessions per MX host (default: %(default)s)",
     )
-    parser.add_argument("--proxy", metavar="URL", help="socks5://[user:password@]host:port")
-    parser.add_argument("--retry-temp", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="reach the MX hosts through socks5://[user:password@]host:port "
+        "(default: $SMTP_PROXY, else directly)",
+    )
+    parser.add_argument(
+        "--retry-temp",
+        type=float,
+        metavar="SECONDS",
+        help="wait that long after the first pass, then check every temp_failure again "
+        "(default: no second pass)",
+    )
     parser.add_argument(
         "--allow-private",
         action="store_true",
-        help="also connect to MX hosts on loopback or private networks (default $ALLOW_PRIVATE)",
+        help="also connect to MX hosts on loopback or private networks "
+        "(default: $ALLOW_PRIVATE, else off)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each DNS answer and error, with the server that gave it, and the SMTP "
+        "dialogue on stderr",
+    )
     return parser
 
 
@@ -2526,16 +2660,27 @@ def fit_open_file_limit(options: Options) -> None:
     options.connections = max(1, min(wanted, soft - RESERVED_FILES))
 
 
+def load_env_file() -> tuple[Path, ...]:
+    """Load .env from the working directory or, failing that, from beside this script (a cron
+    job runs in $HOME); variables already set win. Returns the paths it looked at."""
+    places = tuple(dict.fromkeys((Path.cwd() / ".env", Path(__file__).resolve().parent / ".env")))
+    for path in places:
+        if path.is_file():
+            load_dotenv(path)
+            break
+    return places
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         try:
-            load_dotenv(".env")  # the .env of the current directory; the environment wins
+            load_env_file()
         except (OSError, UnicodeDecodeError) as error:
             raise UsageError(f"cannot read .env: {error}") from None
         args = build_parser().parse_args(argv)
         options = options_from(args)
-        addresses = read_addresses(args.addresses, args.file)
+        addresses = read_addresses(args.addresses, args.file, args.column)
         if options.level == Level.SMTP:
             fit_open_file_limit(options)
         return asyncio.run(run(args, options, addresses))

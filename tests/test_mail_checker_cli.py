@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import resource
 import signal
 from pathlib import Path
@@ -24,9 +25,14 @@ from conftest import (
     start_script,
     wait_until,
 )
-from peers import DnsResponder
+from peers import DnsResponder, SmtpPeer
 
 MX1, MX2 = "127.0.2.1", "127.0.2.2"
+# Address column headers as CRM and spreadsheet exports write them.
+CRM_EMAIL_HEADERS = [
+    "E-mail", "Email Address", "e_mail", "Courriel", "Correo electrónico", "Электронная почта",
+    "ПОЧТА",
+]  # fmt: skip
 JSON_FIELDS = ["email", "status", "reason", "detail", "mx", "smtp_code", "smtp_message", "flags"]
 
 
@@ -77,6 +83,24 @@ def test_addresses_are_taken_from_the_arguments_or_stdin(
             ["a@example.test"],
             id="csv_after_comment_lines",
         ),
+        pytest.param(
+            "export.csv", "E-mail\na@example.test\n", ["a@example.test"], id="lone_e_mail_header"
+        ),
+        pytest.param(
+            "export.csv",
+            "Email Address\na@example.test\n",
+            ["a@example.test"],
+            id="lone_email_address_header",
+        ),
+        *(
+            pytest.param(
+                "crm.csv",
+                f"Name,{header},City\nAlice,a@example.test,Oslo\n",
+                ["a@example.test"],
+                id=f"csv_headed_{header}",
+            )
+            for header in CRM_EMAIL_HEADERS
+        ),
     ],
 )
 def test_address_file_gives_its_addresses(
@@ -121,13 +145,42 @@ def test_reader_that_stops_early_gets_no_traceback(checker_script: Path, tmp_pat
     assert "Traceback" not in stderr
 
 
-def test_csv_without_email_column_is_a_one_line_input_error(
+def test_csv_without_email_column_lists_its_columns_and_names_the_option(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
-    (tmp_path / "people.csv").write_text("name,address\nAlice,a@example.test\n")
+    (tmp_path / "people.csv").write_text("name,Work address\nAlice,a@example.test\n")
     run = run_cli("--level", "syntax", "-f", "people.csv")
     assert (run.exit_status, run.stdout) == (2, "")
-    assert_one_line_error(run.stderr)
+    assert run.stderr == (
+        "mail_checker.py: people.csv has no email column; its columns are: 'name', "
+        "'Work address'. Name the one that holds the addresses with --column NAME.\n"
+    )
+
+
+def test_column_option_picks_the_column(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "crm.csv").write_text(
+        "Name,Email,Work address\nAlice,a@home.test,a@work.test\nBob,b@home.test,\n"
+    )
+    run = run_cli(
+        "--level", "syntax", "--format", "json", "-f", "crm.csv", "--column", "work address"
+    )
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@work.test"]
+
+
+def test_column_option_reads_a_one_column_file_as_csv(run_cli: RunCli) -> None:
+    stdin = "Contact\na@example.test\n"
+    run = run_cli("--level", "syntax", "--format", "json", "--column", "Contact", stdin=stdin)
+    assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test"]
+
+
+def test_column_option_naming_no_column_lists_the_columns(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "crm.csv").write_text("Name;E-mail\nAlice;a@example.test\n")
+    run = run_cli("--level", "syntax", "-f", "crm.csv", "--column", "Mail2")
+    assert (run.exit_status, run.stdout) == (2, "")
+    assert run.stderr == (
+        "mail_checker.py: crm.csv has no column 'Mail2'; its columns are: 'Name', 'E-mail'. "
+        "Name the one that holds the addresses with --column NAME.\n"
+    )
 
 
 def test_missing_file_is_a_one_line_input_error(run_cli: RunCli) -> None:
@@ -157,7 +210,10 @@ def test_bad_option_value_is_a_one_line_usage_error(run_cli: RunCli) -> None:
     assert_one_line_error(run.stderr)
 
 
-def test_terminal_without_addresses_prompts_for_one(checker_script: Path, tmp_path: Path) -> None:
+def test_terminal_without_addresses_prompts_on_stderr_and_keeps_stdout_for_results(
+    checker_script: Path, tmp_path: Path
+) -> None:
+    # As `python mail_checker.py > out.txt` at a terminal: stdin is the terminal, stdout is not.
     controller, terminal = pty.openpty()
     try:
         process = start_script(
@@ -170,12 +226,13 @@ def test_terminal_without_addresses_prompts_for_one(checker_script: Path, tmp_pa
         os.close(terminal)
     try:
         os.write(controller, b"alice@example.test\n")
-        stdout, _ = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         os.close(controller)
-    prompt, _, answer = stdout.decode().partition("{")
-    assert prompt.strip()
-    assert json.loads("{" + answer)["email"] == "alice@example.test"
+    assert stderr.decode() == "Email address to check: "
+    assert [json.loads(line)["email"] for line in stdout.decode().splitlines()] == [
+        "alice@example.test"
+    ]
 
 
 def test_no_addresses_at_all_is_a_one_line_input_error(run_cli: RunCli) -> None:
@@ -308,6 +365,52 @@ def test_verbose_shows_dns_answers_and_smtp_dialogue_on_stderr(
     assert [verdict["email"] for verdict in run.verdicts] == ["alice@example.test"]
 
 
+def test_verbose_names_the_dns_server_of_each_answer_and_error(
+    start_mx: StartMx, dns_responder: DnsResponder, check: RunCli
+) -> None:
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    dns_responder.servfail("broken.test")
+    dns_responder.timeout("silent.test")
+    addresses = ["alice@example.test", "a@nowhere.test", "a@broken.test", "a@silent.test"]
+    run = check("-v", "--level", "dns", *addresses)
+    server = dns_responder.server_arg
+    log = run.stderr.splitlines()
+    assert f"dns: example.test MX -> 10 mx.example.test. from {server}" in log
+    assert f"dns: mx.example.test A -> {MX1} from {server}" in log
+    assert f"dns: nowhere.test MX -> NXDOMAIN from {server}" in log
+    assert f"dns: broken.test MX -> SERVFAIL from {server}" in log
+    assert f"dns: silent.test MX -> the DNS query timed out (servers asked: {server})" in log
+
+
+def test_help_shows_each_default_an_example_and_port_25(run_cli: RunCli) -> None:
+    import mail_checker
+
+    run = run_cli("--help")
+    assert run.exit_status == 0
+    # Each option's entry, from its name to the next option, wrapped lines joined.
+    entries = [" ".join(entry.split()) for entry in re.split(r"\n(?=  -)", run.stdout)]
+
+    def option_entry(option: str) -> str:
+        return next(entry for entry in entries if entry.startswith(option))
+
+    for option, default in [
+        ("--format", "table"),
+        ("--level", "smtp"),
+        ("--smtp-port", "25"),
+        ("--timeout", f"{mail_checker.DEFAULT_TIMEOUT:g}"),
+        ("--concurrency", f"{mail_checker.DEFAULT_CONCURRENCY}"),
+        ("--host-connections", f"{mail_checker.DEFAULT_HOST_CONNECTIONS}"),
+        ("--dns-server", "the system's resolvers"),
+        ("--mail-from", "$MAIL_FROM, else the null sender <>"),
+        ("--helo", "$HELO_HOST, else this host's FQDN"),
+        ("--proxy", "$SMTP_PROXY, else directly"),
+        ("--retry-temp", "no second pass"),
+    ]:
+        assert f"(default: {default})" in option_entry(option), option
+    assert "  python mail_checker.py someone@example.com\n" in run.stdout
+    assert "needs outbound port 25" in " ".join(run.stdout.split())
+
+
 def test_low_open_file_limit_is_raised_to_what_the_sessions_need() -> None:
     import mail_checker
 
@@ -369,6 +472,70 @@ def test_interrupt_exits_130_and_keeps_finished_results(
     assert "Traceback" not in stderr.decode()
     kept = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(row["email"], row["reason"]) for row in kept] == [("alice@example.test", "accepted")]
+
+
+# endregion
+
+# region settings from .env
+
+
+def senders_seen(peer: SmtpPeer) -> set[str]:
+    return {line[len("MAIL FROM:") :] for line in peer.all_commands() if line.startswith("MAIL")}
+
+
+@pytest.mark.parametrize(
+    ("in_working_directory", "beside_script", "sender"),
+    [
+        pytest.param(
+            None, "beside@checker.example.net", "<beside@checker.example.net>", id="beside"
+        ),
+        pytest.param(
+            "cwd@checker.example.net",
+            "beside@checker.example.net",
+            "<cwd@checker.example.net>",
+            id="working_directory_first",
+        ),
+    ],
+)
+def test_dotenv_is_read_from_the_working_directory_else_beside_the_script(
+    start_mx: StartMx,
+    network_args: list[str],
+    checker_script: Path,
+    tmp_path: Path,
+    in_working_directory: str | None,
+    beside_script: str,
+    sender: str,
+) -> None:
+    # As cron runs it: `python /opt/x/mail_checker.py` with the working directory elsewhere.
+    peer = start_mx("example.test", MX1, mailboxes={"alice"})
+    (tmp_path / ".env").write_text(f"MAIL_FROM={beside_script}\n")
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    if in_working_directory:
+        (elsewhere / ".env").write_text(f"MAIL_FROM={in_working_directory}\n")
+    run = run_script(
+        [checker_script, *network_args, "--format", "json", "alice@example.test"],
+        cwd=elsewhere,
+        env=checker_environment(),
+    )
+    assert run.exit_status == 0, run.stderr
+    assert senders_seen(peer) == {sender}
+
+
+def test_load_env_file_loads_the_first_that_exists_and_names_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mail_checker
+
+    loaded: list[Path] = []
+    monkeypatch.setattr(mail_checker, "load_dotenv", loaded.append)
+    beside_script = REPO_ROOT / ".env"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("")
+    assert mail_checker.load_env_file() == (tmp_path / ".env", beside_script)
+    monkeypatch.chdir(REPO_ROOT)  # the same place twice is looked at once
+    assert mail_checker.load_env_file() == (beside_script,)
+    assert loaded == [tmp_path / ".env", *([beside_script] if beside_script.is_file() else [])]
 
 
 # endregion
