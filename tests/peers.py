@@ -400,12 +400,20 @@ class SmtpScript:
     # Each reply is sent this many seconds after the command it answers arrived (the greeting:
     # after the connection), like a network round trip; pipelined commands wait only once.
     reply_delay: float = 0.0
+    # One server as the MX host of several domains: RCPT for an address at one of these
+    # domains is answered by that domain's script (greeting, EHLO and MAIL by this one).
+    domains: Mapping[str, SmtpScript] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.mailboxes = frozenset(mailbox.lower() for mailbox in self.mailboxes)
         self.rcpt_replies = {key.lower(): reply for key, reply in self.rcpt_replies.items()}
+        self.domains = {domain.lower(): script for domain, script in self.domains.items()}
         if self.greeting_refusal is not None and self.greeting_refusal[:1] not in ("4", "5"):
             raise ValueError("greeting_refusal must be a 4xx or 5xx reply")
+
+    def for_recipient(self, address: str) -> SmtpScript:
+        """The script that answers RCPT for the address: its domain's, else this one."""
+        return self.domains.get(address.rpartition("@")[2].lower(), self)
 
     def has_mailbox(self, address: str) -> bool:
         return any(key in self.mailboxes for key in _lookup_keys(address))
@@ -530,6 +538,7 @@ class SmtpPeer(_LoopbackService):
         self._server = await self.network.loop.create_server(
             lambda: _ScriptedSMTP(self), self.address, self.port
         )
+        self.port = self._server.sockets[0].getsockname()[1]  # the one chosen for port 0
 
     async def _close(self) -> None:
         assert self._server is not None
@@ -636,7 +645,7 @@ class _ScriptedHandler:
         return reply
 
     def _rcpt_reply(self, server: _ScriptedSMTP, envelope: Envelope, address: str) -> str:
-        script = server.script
+        script = server.script.for_recipient(address)
         session_limit = script.max_rcpt_per_session
         if session_limit is not None and server.rcpt_commands > session_limit:
             return TOO_MANY_RECIPIENTS_IN_SESSION_REPLY

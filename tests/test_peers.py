@@ -335,6 +335,29 @@ def test_greylisting_keeps_deferring_within_its_period(
     assert codes == [450, 450]
 
 
+def test_one_server_answers_each_domain_by_its_own_script(
+    start_peer: StartPeer, connect: Connect
+) -> None:
+    peer = start_peer(
+        domains={
+            "Shop.test": SmtpScript(mailboxes={"alice"}),
+            "catchall.test": SmtpScript(catch_all=True),
+            "greylist.test": SmtpScript(catch_all=True, greylist_seconds=3600),
+        },
+    )
+    client = open_transaction(connect(peer))
+    addresses = ["alice@shop.test", "bob@SHOP.test", "x@catchall.test", "x@greylist.test"]
+    assert [client.rcpt(address)[0] for address in addresses] == [250, 550, 250, 450]
+    assert client.rcpt("alice@elsewhere.test")[0] == 550  # the server's own script
+
+
+def test_peer_on_port_0_listens_on_the_port_it_reports(network: PeerNetwork) -> None:
+    with SmtpPeer(HOST, 0, SmtpScript(), network=network) as peer:
+        assert peer.port != 0
+        with smtplib.SMTP(HOST, peer.port, "client.test", CLIENT_TIMEOUT) as client:
+            assert client.noop()[0] == 250
+
+
 # endregion
 
 # region SMTP: greeting and handshake
