@@ -454,7 +454,10 @@ def test_thousands_of_lookups_at_once_lose_no_answer(
         dns_responder.add_mx(domain, [(10, "mx.shared.test")])
     dns_responder.add_a("mx.shared.test", "192.0.2.25")
     addresses = [f"a@{domain}" for domain in domains]
-    run = check("--level", "dns", "--concurrency", "3000", *addresses, deadline=120)
+    # A timeout roomy enough for a loaded machine: what is tested is that no answer is lost.
+    run = check(
+        "--level", "dns", "--concurrency", "3000", "--timeout", "5", *addresses, deadline=120
+    )
     assert set(run.outcomes.values()) == {("valid", "mx_found")}
     assert len(run.verdicts) == 3000
 
