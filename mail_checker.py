@@ -287,6 +287,8 @@ class AddressSyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
+    """A well-formed address, as given and as it goes on the wire."""
+
     given: str  # as the user wrote it
     local: str  # kept as given: the local part is case-sensitive (RFC 5321 2.4)
     domain: str  # case-folded A-labels, ready for DNS and the SMTP wire
@@ -868,6 +870,8 @@ ENHANCED_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
 @dataclass(frozen=True)
 class Reply:
+    """A server's reply: its code and its lines' texts (RFC 5321 4.2)."""
+
     code: int
     lines: tuple[str, ...]
 
@@ -1223,6 +1227,8 @@ def says_too_many_recipients(reply: Reply) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
+    """One row of the verdict table."""
+
     stages: frozenset[str]  # the dialogue stages it applies to
     code: re.Pattern[str]  # over the three-digit reply code
     enhanced: re.Pattern[str] | None  # over the RFC 3463 enhanced code, when the row needs one
@@ -1576,6 +1582,8 @@ def unreachable(detail: str) -> HostTrouble:
 
 @dataclass
 class TransactionOutcome:
+    """What one transaction leaves its session to decide: go on, QUIT, or reconnect."""
+
     answered: int = 0  # RCPTs that got a reply of their own ("too many recipients" not counted)
     closing: bool = False  # the server hung up or said 421: the session is over
     mail_refused: bool = False  # MAIL FROM was refused: this session asks no more
