@@ -128,6 +128,20 @@ def test_table_resume_refuses_a_file_written_in_another_format(
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 1
 
 
+def test_resume_file_with_a_status_the_checker_never_writes_is_a_one_line_error(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    resume = tmp_path / "out.jsonl"
+    resume.write_text('{"email": "a@example.test", "status": "maybe"}\n')
+    run = run_cli("--level", "syntax", "--format", "json", "-o", "out.jsonl", "a@example.test")
+    assert run.exit_status == 2
+    assert run.stderr == (
+        "mail_checker.py: out.jsonl gives 'a@example.test' the status 'maybe', which is none of "
+        "valid, invalid, risky, unknown: fix that line, or use another file.\n"
+    )
+    assert resume.read_text() == '{"email": "a@example.test", "status": "maybe"}\n'
+
+
 def test_reader_that_stops_early_gets_no_traceback(checker_script: Path, tmp_path: Path) -> None:
     addresses = [f"user{index}@example.test" for index in range(2000)]
     process = start_script(
