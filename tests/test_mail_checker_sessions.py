@@ -320,25 +320,31 @@ async def endless_ehlo(server: RawServer, reader: asyncio.StreamReader, writer) 
         await writer.drain()
 
 
-async def endless_goodbye(server: RawServer, reader: asyncio.StreamReader, writer) -> None:  # type: ignore[no-untyped-def]
-    writer.write(b"220 mx.example.test ESMTP\r\n")
-    while line := await reader.readline():
-        command = line.strip().upper()
-        if command.startswith(b"EHLO"):
-            writer.write(b"250 mx.example.test\r\n")
-        elif command.startswith(b"RCPT TO:<ALICE@"):
-            writer.write(b"250 2.1.5 Ok\r\n")
-        elif command.startswith(b"RCPT"):
-            writer.write(b"550 5.1.1 User unknown\r\n")
-        elif command == b"QUIT":
-            writer.write(b"221 2.0.0 Bye\r\n")
-            while server.sent < 50_000_000:  # and never closes
-                writer.write(b"z" * 65536)
-                server.sent += 65536
-                await writer.drain()
-        else:
-            writer.write(b"250 2.0.0 Ok\r\n")
-        await writer.drain()
+def simple_mx(ehlo_reply: bytes, stream_after_goodbye: bool = False):  # type: ignore[no-untyped-def]
+    """A server that takes alice@ and refuses everyone else, with the EHLO reply given; with
+    stream_after_goodbye it sends bytes after its 221 and never closes."""
+
+    async def talk(server: RawServer, reader: asyncio.StreamReader, writer) -> None:  # type: ignore[no-untyped-def]
+        writer.write(b"220 mx.example.test ESMTP\r\n")
+        while line := await reader.readline():
+            command = line.strip().upper()
+            if command.startswith(b"EHLO"):
+                writer.write(ehlo_reply)
+            elif command.startswith(b"RCPT"):
+                accepted = command.startswith(b"RCPT TO:<ALICE@")
+                writer.write(b"250 2.1.5 Ok\r\n" if accepted else b"550 5.1.1 User unknown\r\n")
+            elif command == b"QUIT":
+                writer.write(b"221 2.0.0 Bye\r\n")
+                while stream_after_goodbye and server.sent < 50_000_000:  # stops by itself
+                    writer.write(b"z" * 65536)
+                    server.sent += 65536
+                    await writer.drain()
+                break
+            else:
+                writer.write(b"250 2.0.0 Ok\r\n")
+            await writer.drain()
+
+    return talk
 
 
 @pytest.fixture
@@ -350,29 +356,11 @@ def start_raw_mx(dns_responder: DnsResponder, mx_port: int) -> Iterator[Callable
         yield lambda talk: servers.enter_context(RawServer(MX1, mx_port, talk))
 
 
-async def blank_extension_line(server: RawServer, reader: asyncio.StreamReader, writer) -> None:  # type: ignore[no-untyped-def]
-    writer.write(b"220 mx.example.test ESMTP\r\n")
-    while line := await reader.readline():
-        command = line.strip().upper()
-        if command.startswith(b"EHLO"):
-            writer.write(b"250-mx.example.test\r\n250- \r\n250-\t\r\n250 PIPELINING\r\n")
-        elif command.startswith(b"RCPT"):
-            writer.write(b"250 2.1.5 Ok\r\n" if b"<ALICE@" in command else b"550 5.1.1 Unknown\r\n")
-        elif command == b"QUIT":
-            writer.write(b"221 2.0.0 Bye\r\n")
-            break
-        else:
-            writer.write(b"250 2.0.0 Ok\r\n")
-        await writer.drain()
-
-
 def test_a_blank_extension_line_in_the_ehlo_reply_is_ignored(
-    dns_responder: DnsResponder, check: RunCli, mx_port: int
+    start_raw_mx: Callable[..., RawServer], check: RunCli
 ) -> None:
-    dns_responder.add_mx("example.test", [(10, "mx.example.test")])
-    dns_responder.add_a("mx.example.test", MX1)
-    with RawServer(MX1, mx_port, blank_extension_line):
-        run = check("alice@example.test", "bob@example.test")
+    start_raw_mx(simple_mx(b"250-mx.example.test\r\n250- \r\n250-\t\r\n250 PIPELINING\r\n"))
+    run = check("alice@example.test", "bob@example.test")
     assert run.outcomes == {
         "alice@example.test": ("valid", "accepted"),
         "bob@example.test": ("invalid", "rejected"),
@@ -393,7 +381,7 @@ def test_a_reply_that_never_ends_is_cut_off_not_read_into_memory(
 def test_bytes_after_the_goodbye_are_read_only_up_to_a_cap(
     start_raw_mx: Callable[..., RawServer], check: RunCli
 ) -> None:
-    server = start_raw_mx(endless_goodbye)
+    server = start_raw_mx(simple_mx(b"250 mx.example.test\r\n", stream_after_goodbye=True))
     run = check("alice@example.test", "bob@example.test")
     assert run.outcomes == {
         "alice@example.test": ("valid", "accepted"),
