@@ -55,16 +55,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar, cast
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import idna
-from dotenv import load_dotenv
+try:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import idna
+    from dotenv import load_dotenv
+except ModuleNotFoundError as missing:  # the commonest first mistake: a venv not activated
+    if __name__ != "__main__":
+        raise
+    print(
+        f"mail_checker.py: the module {missing.name!r} is not installed for {sys.executable}: "
+        "activate the virtual environment (. .venv/bin/activate) or run "
+        "pip install -r requirements.txt",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 # --- Limits, each from the RFC that sets it --------------------------------------------------
 
@@ -2226,6 +2237,11 @@ def addresses_in(text: str, name: str, column: str | None = None) -> Iterator[st
     keys = [column_key(cell) for cell in header]
     wanted = {column_key(column)} if column is not None else EMAIL_COLUMNS
     index = next((index for index, key in enumerate(keys) if key in wanted), None)
+    if index is None and header and all("@" in cell for cell in header):
+        raise UsageError(
+            f"{name} has no header row: its first line, {first.strip()!r}, holds addresses. "
+            "Leave out --column for a file of one address per line."
+        )
     if index is None:
         missing = f"no column {column!r}" if column is not None else "no email column"
         raise UsageError(
@@ -2244,8 +2260,8 @@ def read_addresses(arguments: list[str], path: str | None, column: str | None = 
     for argument in arguments:
         if argument == "-":
             found += addresses_in(read_text("-"), "standard input", column)
-        else:
-            found.append(argument)
+        elif argument.strip():  # as a line of a file is: pasted spaces are no part of it
+            found.append(argument.strip())
     if path:
         found += addresses_in(read_text(path), path, column)
     if not arguments and not path and sys.stdin is not None:
@@ -2394,6 +2410,8 @@ class Progress:
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
+    """HOST[:PORT] or [IPv6]:PORT as an address and a port; a host name is looked up here,
+    once (raises ValueError, or OSError when the name does not resolve)."""
     host, port = text, 53
     if text.startswith("["):  # [IPv6]:port
         host, _, rest = text[1:].partition("]")
@@ -2401,9 +2419,13 @@ def parse_host_port(text: str) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = int(port_text)
-    ipaddress.ip_address(host)
     if not 0 < port < 65536:
         raise ValueError(port)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        check_helo_name(host)  # a host name, not just any text
+        host = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
     return host, port
 
 
@@ -2553,8 +2575,11 @@ def options_from(args: argparse.Namespace) -> Options:
     for server in args.dns_server:
         try:
             dns_servers.append(parse_host_port(server))
-        except ValueError:
-            raise UsageError(f"--dns-server {server!r} is not an IP address[:port].") from None
+        except (ValueError, OSError):  # UsageError is a ValueError too
+            raise UsageError(
+                f"--dns-server {server!r} is not an IP address or a host name that resolves, "
+                "with an optional :port."
+            ) from None
     mail_from = args.mail_from if args.mail_from is not None else os.environ.get("MAIL_FROM", "")
     if mail_from.strip("<>"):
         try:

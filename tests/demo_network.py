@@ -53,17 +53,24 @@ def port_taken(port: int, option: str, error: OSError) -> int:
     return 2
 
 
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to 65535)")
+    return port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--dns-port",
-        type=int,
+        type=port_number,
         default=DEFAULT_DNS_PORT,
         help="0: any free port (default: %(default)s)",
     )
     parser.add_argument(
         "--smtp-port",
-        type=int,
+        type=port_number,
         default=DEFAULT_SMTP_PORT,
         help="0: any free port (default: %(default)s)",
     )

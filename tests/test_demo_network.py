@@ -93,3 +93,11 @@ def test_readme_demo_commands_name_the_demo_defaults() -> None:
     help_text = run_demo("--help").stdout
     assert "default: 10053" in help_text and "default: 10025" in help_text
     assert "python tests/demo_network.py\n" in readme
+
+
+def test_a_port_out_of_range_is_a_usage_line_not_a_traceback() -> None:
+    run = run_demo("--dns-port", "99999")
+    assert run.exit_status == 2
+    assert run.stderr.splitlines()[-1] == (
+        "demo_network.py: error: argument --dns-port: 99999 is not a port number (0 to 65535)"
+    )

@@ -10,6 +10,7 @@ import pty
 import re
 import resource
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,37 @@ def test_column_option_reads_a_one_column_file_as_csv(run_cli: RunCli) -> None:
     stdin = "Contact\na@example.test\n"
     run = run_cli("--level", "syntax", "--format", "json", "--column", "Contact", stdin=stdin)
     assert [verdict["email"] for verdict in run.verdicts] == ["a@example.test"]
+
+
+def test_column_option_on_a_file_of_addresses_says_it_has_no_header(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    (tmp_path / "list.txt").write_text("alice@example.test\nbob@example.test\n")
+    run = run_cli("--level", "syntax", "-f", "list.txt", "--column", "email")
+    assert (run.exit_status, run.stdout) == (2, "")
+    assert run.stderr == (
+        "mail_checker.py: list.txt has no header row: its first line, 'alice@example.test', "
+        "holds addresses. Leave out --column for a file of one address per line.\n"
+    )
+
+
+def test_an_address_argument_with_pasted_spaces_is_the_address(run_cli: RunCli) -> None:
+    run = run_cli("--level", "syntax", "--format", "json", " bob@example.test\t")
+    assert run.outcomes == {"bob@example.test": ("valid", "syntax_ok")}
+
+
+def test_dns_server_may_be_a_host_name(
+    start_mx: StartMx, dns_responder: DnsResponder, run_cli: RunCli, network_args: list[str]
+) -> None:
+    if socket.getaddrinfo("localhost", 53, type=socket.SOCK_DGRAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    start_mx("example.test", MX1, mailboxes={"alice"})
+    arguments = [
+        f"localhost:{dns_responder.port}" if arg == dns_responder.server_arg else arg
+        for arg in network_args
+    ]
+    run = run_cli(*arguments, "--format", "json", "alice@example.test")
+    assert run.outcomes == {"alice@example.test": ("valid", "accepted")}
 
 
 def test_column_option_naming_no_column_lists_the_columns(run_cli: RunCli, tmp_path: Path) -> None:

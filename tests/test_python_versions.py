@@ -78,3 +78,14 @@ def test_real_older_python_names_the_version_needed(
     else:  # it cannot parse the file: its SyntaxError stops on the line that names the version
         assert run.returncode != 0
         assert f'"{script}: needs Python 3.10 or newer, not"' in run.stderr
+
+
+@pytest.mark.parametrize("script", ["mail_checker.py"])
+def test_missing_dependencies_get_one_line_naming_the_virtual_environment(script: str) -> None:
+    # -S: no site-packages, as for a user who forgot to activate the virtual environment.
+    run = run_under(sys.executable, "-S", script, "someone@example.com")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr.splitlines() == [
+        f"{script}: the module 'dns' is not installed for {sys.executable}: activate the virtual "
+        "environment (. .venv/bin/activate) or run pip install -r requirements.txt"
+    ]
