@@ -37,6 +37,7 @@ import asyncio
 import bisect
 import contextlib
 import enum
+import ipaddress
 import os
 import re
 import signal
@@ -431,6 +432,14 @@ HTML_TAGS = {
 }
 NAME_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 HTML_NAMED_CHARACTERS = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+# TDLib's URL rules (HttpUrl.cpp's parse_url, LinkManager.cpp's check_link_impl): the characters
+# of a host name (any non-ASCII one too, and %XX escapes), of an IPv6 host, and of the name in a
+# tg:, ton: or tonsite: link.
+URL_HOST = re.compile(r"(?:[a-z0-9._~!$&'()*+,;=-]|%[0-9a-f]{2}|[^\x00-\x7f])+")
+URL_IPV6_HOST = re.compile(r"\[[0-9a-f:.]*\]")
+URL_PORT = re.compile(r"[0-9]{1,5}")
+LINK_SCHEMES = ("tg:", "ton:", "tonsite:")
+LINK_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 CUSTOM_EMOJI_URL = re.compile(r"tg://emoji\?id=([0-9]+)")
 _URL_END = "Can't find end of a URL"
 
@@ -445,11 +454,72 @@ class _Open:
     argument: str = ""
 
 
+def _ascii_lower(text: str) -> str:
+    return "".join(char.lower() if char.isascii() else char for char in text)
+
+
+def _parse_url(url: str) -> tuple[str, str, str, bool, int, str] | None:
+    """TDLib's parse_url: (protocol, userinfo, host, is IPv6, port or 0, path and query), or
+    None for a URL it refuses."""
+    protocol_end = next((i for i, char in enumerate(url) if char in ":/?#@[]"), len(url))
+    protocol, rest = "http", url
+    if url.startswith("://", protocol_end):
+        protocol, rest = _ascii_lower(url[:protocol_end]), url[protocol_end + 3 :]
+        if protocol not in ("http", "https"):
+            return None
+    authority_end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    authority, query = rest[:authority_end], rest[authority_end:]
+    colon, port = len(authority) - 1, 0
+    while colon > 0 and authority[colon] not in ":]@":
+        colon -= 1
+    if colon > 0 and authority[colon] == ":":
+        digits = authority[colon + 1 :].lstrip("0") or "0"
+        if not URL_PORT.fullmatch(digits) or not 0 < int(digits) <= 65535:
+            return None
+        authority, port = authority[:colon], int(digits)
+    userinfo, _, host = authority.rpartition("@")
+    is_ipv6 = len(host) > 1 and host[0] == "[" and host[-1] == "]"
+    if is_ipv6:
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+    host = _ascii_lower(host)
+    if host in ("", ".") or not (URL_IPV6_HOST if is_ipv6 else URL_HOST).fullmatch(host):
+        return None
+    query = query.rstrip("".join(TDLIB_SPACE) + "\0") or "/"
+    query = "".join(f"%{ord(char):02X}" if ord(char) <= 0x20 else char for char in query)
+    return protocol, userinfo, host, is_ipv6, port, query if query[0] == "/" else f"/{query}"
+
+
 def _checked_link(url: str) -> str:
-    """The URL a link gets, or "" for none: a light LinkManager::get_checked_link."""
-    if not url or any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+    """The URL a link gets, or "" when Telegram drops the link: LinkManager::check_link_impl.
+
+    http and https to a host with a dot in its name (or an IPv6 address) and a port from 1 to
+    65535, and tg:, ton: and tonsite: links to a plain name; anything else (localhost, ftp://,
+    a bad port) is dropped, so its text is sent without the link, as Telegram shows it.
+    """
+    scheme = next((s for s in LINK_SCHEMES if _ascii_lower(url[: len(s)]) == s), "")
+    rest = url[len(scheme) :]
+    if scheme and rest.startswith("//"):
+        rest = rest[2:]
+    parsed = _parse_url(rest)
+    if parsed is None:
         return ""
-    return url if "://" in url or url.startswith(("tg:", "mailto:")) else f"http://{url}"
+    protocol, userinfo, host, is_ipv6, port, query = parsed
+    if scheme:
+        if _ascii_lower(rest[:7]) == "http://" or protocol == "https" or userinfo or port:
+            return ""
+        allowed = LINK_NAME_CHARACTERS | ({"."} if scheme == "tonsite:" else set())
+        if is_ipv6 or not set(host) <= allowed:
+            return ""
+        return f"{scheme[:-1]}://{host}{query[1:] if query.startswith('/?') else query}"
+    if "." not in host and not is_ipv6:
+        return ""
+    return (
+        f"{protocol}://{f'{userinfo}@' if userinfo else ''}{host}{f':{port}' if port else ''}"
+        f"{query}"
+    )
 
 
 def _link(url: str, offset: int, length: int) -> Entity | None:
@@ -1117,6 +1187,7 @@ MESSAGE_FAULTS = (
     "message text is empty",
     "text must be non-empty",
     "entities",
+    "entity url",
     "wrong file",
     "file must be non-empty",
 )

@@ -7,7 +7,8 @@ script its answers per method; anything unscripted is accepted, if Telegram woul
 
 sendMessage is checked as Telegram checks it: a parse_mode's markup is read by a port of TDLib's
 parse_markdown_v2 and parse_html (td/telegram/MessageEntity.cpp), working on UTF-8 bytes as TDLib
-does and refusing with Telegram's error texts; entities= are checked against the text; then the
+does and refusing with Telegram's error texts; entities= are checked against the text, and their
+links by TDLib's link rules (LinkManager::check_link_impl); then the
 text is trimmed as fix_formatted_text trims it, and refused when empty or longer than 4096 code
 points. What a message would show is kept in Received.shown. One deliberate difference: an
 entity that reaches past the text, which Telegram silently shortens, is refused here, so that a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -61,13 +63,102 @@ def _is_first_unit(byte: int) -> bool:
     return (byte & 0xC0) != 0x80
 
 
+class BadLink(ValueError):
+    """TDLib's reason for refusing a link (LinkManager::check_link_impl, parse_url)."""
+
+
+HOST_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789.-_!$,~*'()&;+=")
+HEX_BYTES = frozenset(b"0123456789abcdef")
+
+
+def _parse_url(link: bytes) -> tuple[bytes, bytes, bytes, bool, int, bytes]:
+    """HttpUrl.cpp's parse_url on UTF-8 bytes: protocol, userinfo, host, IPv6, port, query."""
+    end = next((i for i, byte in enumerate(link) if byte in b":/?#@[]"), len(link))
+    protocol, rest = b"http", link
+    if link[end : end + 3] == b"://":
+        protocol, rest = link[:end].lower(), link[end + 3 :]
+        if protocol not in (b"http", b"https"):
+            raise BadLink("Unsupported URL protocol")
+    end = next((i for i, byte in enumerate(rest) if byte in b"/?#"), len(rest))
+    authority, query = rest[:end], rest[end:]
+    colon, port = len(authority) - 1, 0
+    while colon > 0 and authority[colon] not in b":]@":
+        colon -= 1
+    if colon > 0 and authority[colon] == ord(":"):
+        digits = authority[colon + 1 :]
+        while len(digits) > 1 and digits[:1] == b"0":
+            digits = digits[1:]
+        port = int(digits) if digits.isdigit() and len(digits) < 10 else -1
+        port = port or -1
+        authority = authority[:colon]
+    if not 0 <= port <= 65535:
+        raise BadLink("Wrong port number specified in the URL")
+    at = authority.rfind(b"@")
+    userinfo, host = (authority[:at], authority[at + 1 :]) if at >= 0 else (b"", authority)
+    ipv6 = host[:1] == b"[" and host[-1:] == b"]" and len(host) > 1
+    if ipv6:
+        try:
+            socket.inet_pton(socket.AF_INET6, host[1:-1].decode())
+        except (OSError, UnicodeDecodeError):
+            raise BadLink("Wrong IPv6 address specified in the URL") from None
+    if not host:
+        raise BadLink("URL host is empty")
+    if host == b".":
+        raise BadLink("Host is invalid")
+    query = query.rstrip(SPACE_BYTES) or b"/"
+    query = (b"" if query[:1] == b"/" else b"/") + b"".join(
+        b"%%%02X" % byte if byte <= 0x20 else bytes([byte]) for byte in query
+    )
+    host = host.lower()
+    i = 0
+    while i < len(host):
+        byte = host[i]
+        if ipv6:
+            if not (i in (0, len(host) - 1) or byte in b":." or byte in HEX_BYTES):
+                raise BadLink("Wrong IPv6 URL host")
+        elif byte == ord("%"):
+            if not (host[i + 1 : i + 2] and host[i + 1] in HEX_BYTES):
+                raise BadLink("Wrong percent-encoded symbol in URL host")
+            if not (host[i + 2 : i + 3] and host[i + 2] in HEX_BYTES):
+                raise BadLink("Wrong percent-encoded symbol in URL host")
+            i += 2
+        elif byte not in HOST_BYTES and byte < 128:
+            raise BadLink("Wrong URL host")
+        i += 1
+    return protocol, userinfo, host, ipv6, port, query
+
+
+def check_link(url: str) -> str:
+    """LinkManager::check_link_impl: the URL Telegram keeps for a link, or BadLink."""
+    link = url.encode()
+    scheme = next((s for s in (b"tg:", b"ton:", b"tonsite:") if link[: len(s)].lower() == s), b"")
+    link = link[len(scheme) :]
+    if scheme and link.startswith(b"//"):
+        link = link[2:]
+    protocol, userinfo, host, ipv6, port, query = _parse_url(link)
+    if scheme:
+        if link[:7].lower() == b"http://" or protocol == b"https" or userinfo or port or ipv6:
+            raise BadLink("Wrong tg URL" if scheme == b"tg:" else "Wrong ton URL")
+        if query[1:2] == b"?":
+            query = query[1:]
+        allowed = b"-_." if scheme == b"tonsite:" else b"-_"
+        for byte in host:
+            if not (chr(byte).isalnum() and byte < 128) and byte not in allowed:
+                raise BadLink("Unallowed characters in URL host")
+        return (scheme[:-1] + b"://" + host + query).decode()
+    if b"." not in host and not ipv6:
+        raise BadLink("Wrong HTTP URL")
+    userinfo = userinfo + b"@" if userinfo else b""
+    shown_port = b":%d" % port if port else b""
+    return (protocol + b"://" + userinfo + host + shown_port + query).decode()
+
+
 def _checked_link(url: str) -> str:
-    """A light LinkManager::get_checked_link: "" refuses the link (the entity is dropped)."""
-    if not url or any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+    """LinkManager::get_checked_link: "" refuses the link (the entity is dropped)."""
+    try:
+        return check_link(url)
+    except BadLink:
         return ""
-    if "://" in url or url.startswith(("tg:", "mailto:")):
-        return url
-    return "http://" + url
 
 
 @dataclass
@@ -506,7 +597,8 @@ PARSERS = {"MarkdownV2": parse_markdown_v2, "HTML": parse_html}
 
 
 def check_entities(text: str, raw: str) -> list[dict[str, object]]:
-    """The entities= of a request, refused (ValueError) unless each lies within the text."""
+    """The entities= of a request, refused (ValueError) unless each lies within the text, and
+    a link (BadLink) unless Telegram would keep it; each link as Telegram keeps it."""
     entities = json.loads(raw)
     length = utf16_units(text)
     for entity in entities:
@@ -517,8 +609,13 @@ def check_entities(text: str, raw: str) -> list[dict[str, object]]:
             raise ValueError(f"entity {entity} has no valid offset and length")
         if offset + size > length:
             raise ValueError(f"entity {entity} reaches past the text ({length} UTF-16 units)")
-        if entity["type"] == "text_link" and not entity.get("url"):
-            raise ValueError(f"text_link {entity} has no url")
+        if entity["type"] == "text_link":
+            if not entity.get("url"):
+                raise ValueError(f"text_link {entity} has no url")
+            try:
+                entity["url"] = check_link(entity["url"])
+            except BadLink as error:
+                raise BadLink(f"Entity URL '{entity['url']}' is invalid: {error}") from None
     return entities
 
 
@@ -576,6 +673,8 @@ def read_message(received: Received) -> tuple[str, list[dict[str, object]]] | st
             entities = check_entities(text, received.fields.get("entities", "[]"))
     except CannotParse as error:
         return f"Bad Request: can't parse entities: {error}"
+    except BadLink as error:
+        return f"Bad Request: {error}"
     except (ValueError, KeyError) as error:
         return f"Bad Request: can't parse entities JSON object ({error})"
     text, entities = trim(text, entities)

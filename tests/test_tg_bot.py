@@ -919,6 +919,83 @@ def test_unparsable_entities_stop_every_chat(cli, stand_in, workdir):
     assert [sent.chat_id for sent in stand_in.received] == ["111"]
 
 
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://ci.example.com/42", "https://ci.example.com/42"),
+        ("example.com", "http://example.com/"),
+        ("HTTPS://CI.Example.com:0443/a b", "https://ci.example.com:443/a%20b"),
+        ("http://[2001:db8::1]:8080/x", "http://[2001:db8::1]:8080/x"),
+        ("tg:resolve?domain=ops_alerts", "tg://resolve?domain=ops_alerts"),
+        ("tonsite://wallet.ton/x", "tonsite://wallet.ton/x"),
+        ("http://localhost:3000/x", ""),
+        ("ftp://files.example.com/a", ""),
+        ("http://ci.example.com:0/", ""),
+        ("http://ci.example.com:65536/", ""),
+        ("http://ci example.com/", ""),
+        ("http://[::g]/", ""),
+        ("tg://resolve.x", ""),
+        ("tg://resolve:80", ""),
+    ],
+)
+def test_links_are_kept_or_dropped_by_telegrams_rules(url, kept):
+    from telegram_stand_in import _checked_link as stand_in_checked_link
+
+    assert tg_bot._checked_link(url) == kept
+    assert stand_in_checked_link(url) == kept
+
+
+@pytest.mark.parametrize(
+    ("parse_mode", "markup", "shown"),
+    [
+        (
+            "markdown",
+            "Dashboard: [dash](http://localhost:3000/x), files: [f](ftp://files.example.com/a)",
+            "Dashboard: dash, files: f",
+        ),
+        (
+            "html",
+            'Dashboard: <a href="http://localhost:3000/x">dash</a>, '
+            '<b>files: <a href="ftp://files.example.com/a">f</a></b>',
+            "Dashboard: dash, files: f",
+        ),
+    ],
+)
+def test_links_telegram_would_drop_go_as_plain_text_and_the_message_whole(
+    cli, stand_in, workdir, parse_mode, markup, shown
+):
+    write_message(workdir, markup)
+    result = cli("--parse-mode", parse_mode)
+    assert (result.status, result.stderr) == (0, "")
+    [sent] = stand_in.received
+    assert sent.shown[0] == shown
+    assert all(entity["type"] != "text_link" for entity in sent.entities)
+    assert sent.shown == trim(*ORACLES[parse_mode](markup))
+
+
+def test_stand_in_refuses_a_link_entity_with_telegrams_text():
+    from telegram_stand_in import Received, read_message
+
+    entities = json.dumps([{"type": "text_link", "offset": 0, "length": 4, "url": "ftp://x.y/"}])
+    fields = {"chat_id": "1", "text": "dash", "entities": entities}
+    assert read_message(Received("sendMessage", TOKEN, fields)) == (
+        "Bad Request: Entity URL 'ftp://x.y/' is invalid: Unsupported URL protocol"
+    )
+
+
+def test_a_refused_link_stops_every_chat(cli, stand_in, workdir):
+    stand_in.reply_always(
+        "sendMessage",
+        refuse(400, "Bad Request: Entity URL 'ftp://x.y/' is invalid: Unsupported URL protocol"),
+    )
+    write_message(workdir, "alert")
+    result = cli("--chat", "111", "--chat", "222")
+    assert result.status == 1
+    assert_one_clean_line(result.stderr)
+    assert "Entity URL 'ftp://x.y/' is invalid" in result.stderr
+    assert [sent.chat_id for sent in stand_in.received] == ["111"]
+
+
 def test_unreachable_server_fails_after_the_retries_in_one_line(cli, workdir, monkeypatch):
     monkeypatch.setenv("TELEGRAM_API_URL", closed_port_url())
     write_message(workdir, "alert")
