@@ -733,8 +733,10 @@ def _html_character(markup: str, position: int) -> tuple[str, int] | None:
         start = end
         while end < len(markup) and markup[end] in digits:
             end += 1
+        if end - position >= 10:  # first: int() refuses thousands of digits
+            return None
         value = int(markup[start:end] or "0", 16 if hexadecimal else 10)
-        if value == 0 or value >= 0x10FFFF or end - position >= 10:
+        if value == 0 or value >= 0x10FFFF:
             return None
         character = chr(value)
     else:

@@ -389,6 +389,16 @@ def test_html_entities_count_as_the_one_character_they_show():
     assert texts(parts) == ["&" * LIMIT, "&" * (5000 - LIMIT)]
 
 
+def test_html_reference_with_thousands_of_digits_is_plain_text():
+    digits = "1" * 5000  # more than int() reads from decimal text
+    markup = f"<b>&#{digits};</b> and &#65;"
+    parsed = tg_bot.parse_html(markup)
+    assert (parsed.text, [tg_bot._bot_api_entity(parsed.text, e) for e in parsed.entities]) == (
+        parse_html(markup)
+    )
+    assert parsed.text == f"&#{digits}; and A"
+
+
 def test_html_bold_continues_across_a_cut():
     text = "<b>" + "bold words " * 500 + "</b> plain end"
     parts = split(text, "html")
