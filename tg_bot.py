@@ -1267,6 +1267,7 @@ async def send_with_retries(
     retried depends on whether the request can have reached Telegram, which only the
     exception's cause tells.
     """
+    import aiohttp
     from aiogram.exceptions import (
         ClientDecodeError,
         TelegramAPIError,
@@ -1275,7 +1276,13 @@ async def send_with_retries(
         TelegramRetryAfter,
         TelegramServerError,
     )
-    from aiohttp import ClientConnectorError, ClientResponseError, ConnectionTimeoutError
+
+    # Failures of a request that never reached the server. aiohttp 3.9, which aiogram still
+    # allows, has no ConnectionTimeoutError: there a connect timeout is not retried, the safe side.
+    never_sent = (
+        aiohttp.ClientConnectorError,
+        getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError),
+    )
 
     target = f"{what} to chat {chat}"
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -1301,14 +1308,15 @@ async def send_with_retries(
         except TelegramEntityTooLarge as error:  # an HTTP 413, before other network errors
             raise _refusal(error, what, chat) from None
         except TelegramNetworkError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientResponseError):  # a redirect loop, for one
+            # aiogram before 3.25 raises it inside the except clause, without "from".
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, aiohttp.ClientResponseError):  # a redirect loop, for one
                 raise SendError(
                     f"the server at the Bot API URL answered {target} with {error.message}: "
                     "check TELEGRAM_API_URL (or --api-url)"
                 ) from None
             # Only a request that never reached the server is safe to make again.
-            if not isinstance(cause, ClientConnectorError | ConnectionTimeoutError):
+            if not isinstance(cause, never_sent):
                 raise SendError(
                     f"the request for {target} failed after it was sent ({error.message}); "
                     "not sent again, since Telegram may have received it"
