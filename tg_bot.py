@@ -291,7 +291,7 @@ def load_chats(
     environment: dict[str, str], chat_arguments: list[str] | None, thread: str | None
 ) -> tuple[Chat, ...] | None:
     """The chats from --chat, else USER_ID, with --thread as every chat's topic unless it
-    names its own; None when neither is given."""
+    names its own, each once, in order; None when neither is given."""
     if chat_arguments:
         chats = [chat for value in chat_arguments for chat in parse_chats(value, "--chat")]
     elif user_id := environment.get("USER_ID", ""):
@@ -301,7 +301,7 @@ def load_chats(
     if thread is not None:
         topic = parse_topic(thread, "--thread")
         chats = [chat if chat.topic is not None else replace(chat, topic=topic) for chat in chats]
-    return tuple(chats)
+    return tuple(dict.fromkeys(chats))  # a chat listed twice would get everything twice
 
 
 def refuse_own_id(chats: tuple[Chat, ...], bot_id: int, source: str) -> None:

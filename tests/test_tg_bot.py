@@ -1076,6 +1076,17 @@ def test_thread_option_sets_the_topic_of_chats_that_name_none(cli, stand_in, wor
     ]
 
 
+def test_a_chat_listed_twice_gets_the_text_once(cli, stand_in, workdir, monkeypatch):
+    monkeypatch.setenv("USER_ID", "-100111, 222, -100111:7, 222, -100333")
+    write_message(workdir, "alert")
+    assert cli("--thread", "7").status == 0
+    assert [(sent.chat_id, sent.fields["message_thread_id"]) for sent in stand_in.received] == [
+        ("-100111", "7"),
+        ("222", "7"),
+        ("-100333", "7"),
+    ]
+
+
 def test_without_a_topic_no_message_thread_id_is_sent(cli, stand_in, workdir):
     write_message(workdir, "alert")
     assert cli().status == 0
