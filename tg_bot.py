@@ -86,6 +86,8 @@ SLOWEST_UPLOAD_BYTES_PER_SECOND = 100_000
 # anything else would only fail later, with the token inside a request URL. The token check is
 # this tool's own (aiogram's raises a traceback-shaped error that names the token).
 BOT_TOKEN = re.compile(r"([0-9]+):[A-Za-z0-9_-]+")
+# @BotFather's secrets are 35 characters; a value much shorter is no secret worth hiding.
+SHORTEST_SECRET = 8
 # An obviously made-up token, so that the hint shows the shape and never the user's token.
 EXAMPLE_TOKEN = "123456789:AAE..."
 # A chat id is a number (negative for groups and channels) or a public @username, optionally
@@ -1462,10 +1464,11 @@ def _bot_api_entity(text: str, entity: Entity) -> dict[str, object]:
 
 def redact(text: str, token: str) -> str:
     """text without the bot token. The secret half is hidden on its own too, in case a URL was
-    re-encoded around the colon. A value of digits alone is a bot id, which is public, not a
-    secret. Every line this tool prints about a failure passes through here."""
+    re-encoded around the colon. A value of digits alone is a bot id, which is public, and one
+    shorter than SHORTEST_SECRET is a placeholder such as TOKEN, whose hiding would only garble
+    the line. Every line this tool prints about a failure passes through here."""
     for secret in (token, token.partition(":")[2]):
-        if secret and not secret.isdigit():
+        if len(secret) >= SHORTEST_SECRET and not secret.isdigit():
             text = text.replace(secret, "***")
     return text
 

@@ -572,6 +572,29 @@ def test_redact_hides_the_token_and_its_secret_alone():
     redacted = tg_bot.redact(text, TOKEN)
     assert SECRET not in redacted
     assert "bot***/sendMessage" in redacted
+    assert tg_bot.redact("bot1:abcdefgh/x abcdefgh", "1:abcdefgh") == "bot***/x ***"
+
+
+@pytest.mark.parametrize(
+    ("token", "line"),
+    [
+        ("TOKEN", "API_TOKEN is not a bot token"),
+        ("123:a", "chat 111 refused a banana"),
+    ],
+)
+def test_redact_leaves_a_line_alone_when_the_token_is_too_short_to_be_a_secret(token, line):
+    assert tg_bot.redact(line, token) == line
+
+
+def test_placeholder_token_is_named_in_an_ungarbled_line(cli, stand_in, workdir, monkeypatch):
+    monkeypatch.setenv("API_TOKEN", "TOKEN")
+    write_message(workdir, "alert")
+    result = cli()
+    assert result.status == 2
+    assert result.stderr == (
+        "tg_bot.py: API_TOKEN is not a bot token: it must look like 123456789:AAE... "
+        "(digits, a colon, the secret), as @BotFather gives it\n"
+    )
 
 
 def test_interruption_summary_says_what_each_chat_got():
