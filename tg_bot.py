@@ -1132,6 +1132,8 @@ def _cut(text: str, start: int, limit: int, protected: list[tuple[int, int]]) ->
         if any(begin < position < end for begin, end in protected):
             continue
         kind = _boundary_at(text, position, Boundary.CHARACTER not in best)
+        if kind is Boundary.PARAGRAPH and position - start < limit / 2:
+            kind = Boundary.LINE  # else a heading over a long paragraph would go alone
         if kind is not None:
             best.setdefault(kind, position)
         if kind is Boundary.PARAGRAPH:
@@ -1154,7 +1156,8 @@ def split_text(formatted: FormattedText, limit: int = MESSAGE_LIMIT) -> list[For
     counts them, each with the formatting that falls inside it.
 
     A text that fits is one part. Otherwise each part ends right after the last line break that
-    ends a blank line, else the last line break, else after the last spaces; only a word longer
+    ends a blank line, if the part is then at least half full (a heading stays with the start
+    of its paragraph), else the last line break, else after the last spaces; only a word longer
     than a whole message is cut inside, between user-perceived characters. A cut goes right
     after a line break so that the next line's indentation opens the next part (Telegram trims
     whitespace at the end of a message). Formatting that spans a cut continues in the next part

@@ -253,6 +253,19 @@ def test_paragraph_longer_than_a_message_splits_at_line_breaks():
     assert "".join(texts(parts)) == text
 
 
+def test_short_heading_stays_with_the_start_of_its_long_paragraph():
+    heading = "Nightly report\n\n"
+    body = "\n".join(f"check {number:03d}: " + "ok " * 30 for number in range(60))
+    text = f"{heading}{body}\n\nSummary: all green.\n"
+    parts = split(text)
+    assert len(parts) == 2
+    assert parts[0].text.startswith(heading + "check 000")
+    assert len(parts[0].text) > LIMIT / 2
+    assert parts[0].text.endswith("\n")
+    assert parts[1].text.startswith("check ")
+    assert "".join(texts(parts)) == text
+
+
 def test_cut_goes_right_after_the_line_break_so_indentation_opens_the_next_part():
     text = "\n".join("    indented line of the log " + "x" * 60 for _ in range(60))
     parts = split(text)
