@@ -1348,6 +1348,18 @@ class Progress:
     refused: list[Chat] = field(default_factory=list)
     in_flight: tuple[Chat, str] | None = None  # sent, and no answer yet
 
+    async def attempt(
+        self, chat: Chat, what: str, request: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Make the request, in flight only while it is under way: not while a retry waits."""
+        self.in_flight = (chat, what)
+        try:
+            await request()
+        except Exception:  # its failure is reported as it is; a cancellation leaves it in flight
+            self.in_flight = None
+            raise
+        self.in_flight = None
+
     def summary(self) -> str:
         said = []
         for chat in self.chats:
@@ -1434,12 +1446,10 @@ async def send_all(
                 for number, (what, request) in enumerate(requests):
                     if number:
                         await asyncio.sleep(SECONDS_BETWEEN_MESSAGES)
-                    progress.in_flight = (chat, what)
-                    await send_with_retries(request, what, chat)
-                    progress.in_flight = None
+                    attempt = partial(progress.attempt, chat, what, request)
+                    await send_with_retries(attempt, what, chat)
                     progress.delivered.setdefault(chat, []).append(what)
             except ChatRefused as refusal:
-                progress.in_flight = None
                 progress.refused.append(chat)
                 report(str(refusal))
                 everything_sent = False

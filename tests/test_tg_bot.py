@@ -1518,6 +1518,29 @@ def test_script_stopped_while_sending_says_what_each_chat_got(script, stand_in, 
     }
 
 
+async def accept_first_chat_only_bad_gateway_for_others(stand_in, request, received):
+    reply = accept if received.chat_id.endswith("1") else refuse(502, "Bad Gateway")
+    return await reply(stand_in, request, received)
+
+
+def test_script_terminated_while_waiting_to_retry_says_nothing_went(script, stand_in, tmp_path):
+    """Between attempts nothing is on its way: the 502 said the message did not arrive."""
+    stand_in.reply_always("sendMessage", accept_first_chat_only_bad_gateway_for_others)
+    write_message(tmp_path, "alert")
+    process = start_script(
+        script,
+        cwd=tmp_path,
+        settings={"API_TOKEN": TOKEN, "USER_ID": "111,222", "TELEGRAM_API_URL": stand_in.url},
+    )
+    # The second 502, then a second's wait before the third attempt.
+    wait_for(lambda: len(stand_in.calls("sendMessage")) == 3)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143
+    assert stderr == "tg_bot.py: terminated: chat 111 got message 1/1; nothing went to chat 222\n"
+
+
 def test_script_terminated_while_reading_stdin_says_nothing_was_sent(script, tmp_path):
     process = start_script(
         script, "-", cwd=tmp_path, settings={"API_TOKEN": TOKEN, "USER_ID": "111"}
