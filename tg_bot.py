@@ -1159,9 +1159,11 @@ def split_text(formatted: FormattedText, limit: int = MESSAGE_LIMIT) -> list[For
     ends a blank line, if the part is then at least half full (a heading stays with the start
     of its paragraph), else the last line break, else after the last spaces; only a word longer
     than a whole message is cut inside, between user-perceived characters. A cut goes right
-    after a line break so that the next line's indentation opens the next part (Telegram trims
-    whitespace at the end of a message). Formatting that spans a cut continues in the next part
-    with the same type, link or language. The parts' texts joined give the text back exactly.
+    after a line break. Telegram trims whitespace at the end of a message, and at its start up
+    to the first formatting, so the next line's indentation shows at the start of a part only
+    inside formatting that continues across the cut, such as a code block. Formatting that spans
+    a cut continues in the next part with the same type, link or language. The parts' texts
+    joined give the text back exactly.
     """
     text = formatted.text
     protected = [
