@@ -294,14 +294,14 @@ def load_chats(
 ) -> tuple[Chat, ...] | None:
     """The chats from --chat, else USER_ID, with --thread as every chat's topic unless it
     names its own, each once, in order; None when neither is given."""
+    topic = None if thread is None else parse_topic(thread, "--thread")
     if chat_arguments:
         chats = [chat for value in chat_arguments for chat in parse_chats(value, "--chat")]
     elif user_id := environment.get("USER_ID", ""):
         chats = parse_chats(user_id, "USER_ID")
     else:
         return None
-    if thread is not None:
-        topic = parse_topic(thread, "--thread")
+    if topic is not None:
         chats = [chat if chat.topic is not None else replace(chat, topic=topic) for chat in chats]
     return tuple(dict.fromkeys(chats))  # a chat listed twice would get everything twice
 

@@ -1123,6 +1123,18 @@ def test_a_chat_listed_twice_gets_the_text_once(cli, stand_in, workdir, monkeypa
     ]
 
 
+def test_bad_thread_is_refused_even_when_no_chat_is_named(cli, stand_in, workdir, monkeypatch):
+    monkeypatch.delenv("USER_ID")
+    write_message(workdir, "alert")
+    result = cli("--dry-run", "--thread", "general")
+    assert result.status == 2
+    assert result.stderr == (
+        "tg_bot.py: --thread has 'general', which is not a topic id (a positive number such as "
+        "42)\n"
+    )
+    assert result.stdout == ""
+
+
 def test_without_a_topic_no_message_thread_id_is_sent(cli, stand_in, workdir):
     write_message(workdir, "alert")
     assert cli().status == 0
