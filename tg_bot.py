@@ -213,7 +213,11 @@ def load_env_file() -> tuple[Path, ...]:
 
     Variables already in the environment win. Returns the paths looked at, for messages.
     """
-    candidates = (Path.cwd() / ".env", Path(__file__).resolve().parent / ".env")
+    beside_script = Path(__file__).resolve().parent / ".env"
+    try:
+        candidates = (Path.cwd() / ".env", beside_script)
+    except FileNotFoundError:  # the working directory was deleted under the process
+        candidates = (beside_script,)
     looked_at = tuple(dict.fromkeys(candidates))
     for path in looked_at:
         if path.is_file():

@@ -1453,6 +1453,32 @@ def test_script_reads_the_env_file_beside_it_when_the_working_directory_has_none
     assert run_script(script, "--dry-run", cwd=home, settings={}).status == 0
 
 
+def test_script_in_a_deleted_working_directory_looks_beside_itself(script, tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    process = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'cd "$1" && rmdir "$1" && exec "$2" "$3" -',
+            "sh",
+            gone,
+            sys.executable,
+            script,
+        ],
+        env={"PATH": os.environ["PATH"]},
+        input="alert",
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert process.returncode == 2
+    assert process.stderr == (
+        "tg_bot.py: API_TOKEN is not set: put it in the environment or in .env "
+        f"(looked in {script.parent}/.env); see .env.example\n"
+    )
+
+
 def test_script_dry_run_refuses_the_bots_own_id(script, tmp_path):
     write_message(tmp_path, "alert")
     result = run_script(
