@@ -1195,7 +1195,6 @@ def utf16_length(text: str) -> int:
 # Answers of 400 that concern the message itself, so no other chat would take it either. Any
 # other 400 (not found, no rights, topic closed, ...) concerns the chat alone.
 MESSAGE_FAULTS = (
-    "can't parse entities",
     "message is too long",
     "message text is empty",
     "text must be non-empty",
