@@ -1484,7 +1484,10 @@ def redact(text: str, token: str) -> str:
     """text without the bot token. The secret half is hidden on its own too, in case a URL was
     re-encoded around the colon. A value of digits alone is a bot id, which is public, and one
     shorter than SHORTEST_SECRET is a placeholder such as TOKEN, whose hiding would only garble
-    the line. Every line this tool prints about a failure passes through here."""
+    the line; in a request URL, after "bot", the token is hidden however short. Every line this
+    tool prints about a failure passes through here."""
+    if token.partition(":")[2]:
+        text = text.replace(f"bot{token}", "bot***")
     for secret in (token, token.partition(":")[2]):
         if len(secret) >= SHORTEST_SECRET and not secret.isdigit():
             text = text.replace(secret, "***")

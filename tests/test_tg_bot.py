@@ -599,6 +599,11 @@ def test_redact_leaves_a_line_alone_when_the_token_is_too_short_to_be_a_secret(t
     assert tg_bot.redact(line, token) == line
 
 
+def test_redact_hides_a_short_token_in_a_request_url():
+    line = "a banana at http://h/bot123:a/sendMessage"
+    assert tg_bot.redact(line, "123:a") == "a banana at http://h/bot***/sendMessage"
+
+
 def test_placeholder_token_is_named_in_an_ungarbled_line(cli, stand_in, workdir, monkeypatch):
     monkeypatch.setenv("API_TOKEN", "TOKEN")
     write_message(workdir, "alert")
