@@ -38,6 +38,7 @@ import bisect
 import contextlib
 import enum
 import ipaddress
+import itertools
 import os
 import re
 import signal
@@ -1128,12 +1129,25 @@ def _boundary_at(text: str, position: int, need_character: bool) -> Boundary | N
     return Boundary.WORD if word_end else Boundary.CHARACTER
 
 
-def _cut(text: str, start: int, limit: int, protected: list[tuple[int, int]]) -> int:
+class _Uncuttable:
+    """The spans a cut must not fall inside, found by bisection: a text can hold thousands."""
+
+    def __init__(self, entities: tuple[Entity, ...]) -> None:
+        spans = sorted((e.offset, e.end) for e in entities if e.type in UNCUTTABLE_ENTITIES)
+        self.starts = [begin for begin, _ in spans]
+        self.reach = list(itertools.accumulate((end for _, end in spans), max))
+
+    def inside(self, position: int) -> bool:
+        index = bisect.bisect_left(self.starts, position) - 1  # the last span begun before it
+        return index >= 0 and self.reach[index] > position
+
+
+def _cut(text: str, start: int, limit: int, protected: _Uncuttable) -> int:
     """Where the part starting at start ends: the best boundary within limit characters, else
     the limit itself (a single character longer than a message, a pile of accents)."""
     best: dict[Boundary, int] = {}
     for position in range(start + limit, start, -1):
-        if any(begin < position < end for begin, end in protected):
+        if protected.inside(position):
             continue
         kind = _boundary_at(text, position, Boundary.CHARACTER not in best)
         if kind is Boundary.PARAGRAPH and position - start < limit / 2:
@@ -1170,11 +1184,7 @@ def split_text(formatted: FormattedText, limit: int = MESSAGE_LIMIT) -> list[For
     joined give the text back exactly.
     """
     text = formatted.text
-    protected = [
-        (entity.offset, entity.end)
-        for entity in formatted.entities
-        if entity.type in UNCUTTABLE_ENTITIES
-    ]
+    protected = _Uncuttable(formatted.entities)
     parts, start = [], 0
     while start < len(text):
         end = len(text) if len(text) - start <= limit else _cut(text, start, limit, protected)

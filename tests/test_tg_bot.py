@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -323,6 +323,17 @@ def test_only_a_word_longer_than_a_message_is_cut_inside():
 def test_cut_inside_a_word_keeps_each_user_perceived_character_whole(character):
     text = "x" * (LIMIT - 1) + character * 3
     assert texts(split(text)) == ["x" * (LIMIT - 1), character * 3]
+
+
+def test_custom_emoji_are_never_cut():
+    emoji = tg_bot.Entity("custom_emoji", 0, 2, custom_emoji_id="5368324170671202286")
+    entities = tuple(replace(emoji, offset=offset) for offset in range(5, 600, 7))
+    formatted = tg_bot.FormattedText("x" * 600, entities)
+    for limit in (10, 11, 12, 13):
+        parts = tg_bot.split_text(formatted, limit)
+        assert "".join(texts(parts)) == formatted.text
+        kept = [(e.type, e.length) for part in parts for e in part.entities]
+        assert kept == [("custom_emoji", 2)] * len(entities)
 
 
 def test_a_run_of_flags_is_cut_between_flags():
