@@ -447,7 +447,10 @@ URL_IPV6_HOST = re.compile(r"\[[0-9a-f:.]*\]")
 URL_PORT = re.compile(r"[0-9]{1,5}")
 LINK_SCHEMES = ("tg:", "ton:", "tonsite:")
 LINK_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-CUSTOM_EMOJI_URL = re.compile(r"tg://emoji\?id=([0-9]+)")
+# A custom emoji id as TDLib's to_integer_safe<int64> reads it: written the one way the number
+# prints, and not 0.
+CUSTOM_EMOJI_ID = re.compile(r"-?[1-9][0-9]{0,18}")
+INT64_LIMIT = 2**63
 _URL_END = "Can't find end of a URL"
 
 
@@ -527,6 +530,31 @@ def _checked_link(url: str) -> str:
         f"{protocol}://{f'{userinfo}@' if userinfo else ''}{host}{f':{port}' if port else ''}"
         f"{query}"
     )
+
+
+def _custom_emoji_id(value: str) -> str:
+    """The id of a custom emoji, or "" when Telegram refuses it."""
+    valid = CUSTOM_EMOJI_ID.fullmatch(value) and -INT64_LIMIT <= int(value) < INT64_LIMIT
+    return value if valid else ""
+
+
+def _link_custom_emoji_id(url: str) -> str:
+    """The id in a tg://emoji?id=... link, or "" for none: LinkManager::get_link_custom_emoji_id
+    after check_tg_url_host (any case for tg: and the host, optional // and /, the first id=)."""
+    if _ascii_lower(url[:3]) != "tg:":
+        return ""
+    rest = url[3:].removeprefix("//")
+    host = "emoji"
+    if _ascii_lower(rest[: len(host)]) != host or rest[len(host) : len(host) + 1] not in "/?#":
+        return ""
+    rest = rest[len(host) :].removeprefix("/")
+    if not rest.startswith("?"):
+        return ""
+    for parameter in rest[1:].partition("#")[0].split("&"):
+        key, _, value = parameter.partition("=")
+        if key == "id":
+            return _custom_emoji_id(value)
+    return ""
 
 
 def _link(url: str, offset: int, length: int) -> Entity | None:
@@ -693,12 +721,12 @@ def parse_markdown(markup: str) -> FormattedText:
             url, i = _markdown_url(markup, url_at)
             if i < 0:
                 raise MarkupError(mode, markup, url_at, _URL_END)
-            emoji = CUSTOM_EMOJI_URL.fullmatch(url)
-            if not emoji or int(emoji.group(1)) == 0:
+            emoji_id = _link_custom_emoji_id(url)
+            if not emoji_id:
                 raise MarkupError(
                     mode, markup, opened.at, "Invalid tg://emoji or tg://time URL specified"
                 )
-            entity = Entity("custom_emoji", opened.start, length, custom_emoji_id=emoji.group(1))
+            entity = Entity("custom_emoji", opened.start, length, custom_emoji_id=emoji_id)
         elif name in ("BlockQuote", "ExpandableBlockQuote"):
             in_quote = False
             out.append(markup[i])
@@ -880,7 +908,7 @@ def parse_html(markup: str) -> FormattedText:
             link = _link(opened.argument or "".join(out[opened.start :]), opened.start, length)
             entities.extend([link] if link else [])
         elif kind == "custom_emoji":
-            if not opened.argument.isdigit() or int(opened.argument) == 0:
+            if not _custom_emoji_id(opened.argument):
                 raise error(opened.at, "Invalid custom emoji identifier specified")
             entities.append(Entity(kind, opened.start, length, custom_emoji_id=opened.argument))
         elif kind == "pre" and same_span and last.type == "code" and last.language:

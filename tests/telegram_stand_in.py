@@ -161,6 +161,36 @@ def _checked_link(url: str) -> str:
         return ""
 
 
+def is_int64_id(value: str) -> bool:
+    """to_integer_safe<int64>: the number as it prints (no "+", no leading zero), and not 0."""
+    try:
+        number = int(value, 10) if value.isascii() else 0
+    except ValueError:
+        return False
+    return number != 0 and str(number) == value and -(2**63) <= number < 2**63
+
+
+def link_custom_emoji_id(url: str) -> str:
+    """LinkManager::get_link_custom_emoji_id (with check_tg_url_host): the id, or "" for none."""
+    lowered = (
+        url.lower() if url.isascii() else "".join(c.lower() if c.isascii() else c for c in url)
+    )
+    if not lowered.startswith("tg:"):
+        return ""
+    start = 5 if url.startswith("//", 3) else 3
+    after = start + len("emoji")
+    if not lowered.startswith("emoji", start) or (len(url) > after and url[after] not in "/?#"):
+        return ""
+    query = url[after + 1 :] if url.startswith("/", after) else url[after:]
+    if not query.startswith("?"):
+        return ""
+    for parameter in query[1:].split("#", 1)[0].split("&"):
+        key, value = parameter.split("=", 1) if "=" in parameter else (parameter, "")
+        if key == "id":
+            return value if is_int64_id(value) else ""
+    return ""
+
+
 @dataclass
 class _Nested:
     type: str
@@ -339,14 +369,9 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, object]]]:
                     raise CannotParse(f"Can't find end of a URL at byte offset {url_begin}")
                 url = url_bytes.decode()
             if type_ == "CustomEmoji":
-                emoji_id = url.removeprefix("tg://emoji?id=")
-                if (
-                    not url.startswith("tg://emoji?id=")
-                    or not emoji_id.isdigit()
-                    or not int(emoji_id)
-                ):
+                argument = link_custom_emoji_id(url)
+                if not argument:
                     raise CannotParse("Invalid tg://emoji or tg://time URL specified")
-                argument = emoji_id
             else:
                 argument = _checked_link(url)
                 skip = skip or not argument
@@ -555,7 +580,7 @@ def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
             if last.type in SIMPLE_TAGS:
                 entities.append(_entity(SIMPLE_TAGS[last.type], offset, length))
             elif last.type == "tg-emoji":
-                if not last.argument.isdigit() or not int(last.argument):
+                if not is_int64_id(last.argument):
                     raise CannotParse("Invalid custom emoji identifier specified")
                 entities.append(_entity("CustomEmoji", offset, length, last.argument))
             elif last.type == "a":

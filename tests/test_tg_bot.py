@@ -591,6 +591,46 @@ def test_parts_rejoin_to_the_visible_text_and_entities_for_any_text(data, parse_
     assert_parts_rejoin(markup, parse_mode, parts)
 
 
+@pytest.mark.parametrize(
+    ("emoji_id", "valid"),
+    [
+        ("5368324170671202286", True),
+        ("-5", True),
+        ("9223372036854775807", True),
+        ("9223372036854775808", False),
+        ("025", False),
+        ("+5", False),
+        ("0", False),
+        ("\u0661\u0662", False),  # Arabic-Indic digits
+    ],
+)
+def test_custom_emoji_ids_are_read_as_telegram_reads_them(emoji_id, valid):
+    html = f'<tg-emoji emoji-id="{emoji_id}">x</tg-emoji>'
+    markdown = f"![x](tg://emoji?id={emoji_id})"
+    for parse, markup in ((tg_bot.parse_html, html), (tg_bot.parse_markdown, markdown)):
+        if valid:
+            [entity] = parse(markup).entities
+            assert entity.custom_emoji_id == emoji_id
+        else:
+            with pytest.raises(tg_bot.MarkupError):
+                parse(markup)
+    for oracle, markup in ((parse_html, html), (parse_markdown_v2, markdown)):
+        if valid:
+            assert oracle(markup)[1][0]["custom_emoji_id"] == emoji_id
+        else:
+            with pytest.raises(CannotParse):
+                oracle(markup)
+
+
+@pytest.mark.parametrize(
+    "url", ["TG:EMOJI?id=5", "tg:emoji/?x=1&id=5", "tg://emoji?id=5#frag", "tg://emoji/?id=5&id=7"]
+)
+def test_custom_emoji_links_are_read_as_telegram_reads_them(url):
+    [entity] = tg_bot.parse_markdown(f"![x]({url})").entities
+    assert entity.custom_emoji_id == "5"
+    assert parse_markdown_v2(f"![x]({url})")[1][0]["custom_emoji_id"] == "5"
+
+
 def test_redact_hides_the_token_and_its_secret_alone():
     text = f"url=http://h/bot{TOKEN}/sendMessage and http://h/bot7012345678%3A{SECRET}/x"
     redacted = tg_bot.redact(text, TOKEN)
