@@ -187,6 +187,8 @@ class Entity:
     url: str = ""  # text_link
     language: str = ""  # pre
     custom_emoji_id: str = ""  # custom_emoji
+    unix_time: int = 0  # date_time
+    date_time_format: str = ""  # date_time, as the Bot API writes it: "r", or w, d or D, t or T
 
     @property
     def end(self) -> int:
@@ -433,6 +435,7 @@ HTML_TAGS = {
     "span": "spoiler",
     "a": "text_link",
     "tg-emoji": "custom_emoji",
+    "tg-time": "date_time",
     "code": "code",
     "pre": "pre",
     "blockquote": "blockquote",
@@ -450,6 +453,8 @@ LINK_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 # A custom emoji id as TDLib's to_integer_safe<int64> reads it: written the one way the number
 # prints, and not 0.
 CUSTOM_EMOJI_ID = re.compile(r"-?[1-9][0-9]{0,18}")
+UNIX_TIME = re.compile(r"[1-9][0-9]{0,9}")
+DATE_FORMAT_LETTERS = frozenset("tTdDwW")
 INT64_LIMIT = 2**63
 _URL_END = "Can't find end of a URL"
 
@@ -462,6 +467,7 @@ class _Open:
     start: int  # where it starts in the parsed text
     at: int  # where it starts in the markup, for messages
     argument: str = ""
+    unix_time: int = 0  # <tg-time unix=...>
 
 
 def _ascii_lower(text: str) -> str:
@@ -538,23 +544,69 @@ def _custom_emoji_id(value: str) -> str:
     return value if valid else ""
 
 
-def _link_custom_emoji_id(url: str) -> str:
-    """The id in a tg://emoji?id=... link, or "" for none: LinkManager::get_link_custom_emoji_id
-    after check_tg_url_host (any case for tg: and the host, optional // and /, the first id=)."""
+def _tg_link_parameters(url: str, host: str) -> list[tuple[str, str]] | None:
+    """The parameters of a tg://HOST?... link, or None for another link: check_tg_url_host (any
+    case for tg: and the host, optional // and a / before the query; no fragment)."""
     if _ascii_lower(url[:3]) != "tg:":
-        return ""
+        return None
     rest = url[3:].removeprefix("//")
-    host = "emoji"
     if _ascii_lower(rest[: len(host)]) != host or rest[len(host) : len(host) + 1] not in "/?#":
-        return ""
+        return None
     rest = rest[len(host) :].removeprefix("/")
     if not rest.startswith("?"):
-        return ""
-    for parameter in rest[1:].partition("#")[0].split("&"):
-        key, _, value = parameter.partition("=")
+        return None
+    return [
+        (key, value)
+        for key, _, value in (p.partition("=") for p in rest[1:].partition("#")[0].split("&"))
+    ]
+
+
+def _link_custom_emoji_id(url: str) -> str:
+    """The id in a tg://emoji?id=... link (the first id=), or "" for none:
+    LinkManager::get_link_custom_emoji_id."""
+    for key, value in _tg_link_parameters(url, "emoji") or []:
         if key == "id":
             return _custom_emoji_id(value)
     return ""
+
+
+def _date_time_format(value: str) -> str | None:
+    """A date format (FormattedDate::get_date_flags) as the Bot API writes it back, the short
+    precision winning over the long; None for one Telegram refuses."""
+    if value in ("r", "R"):
+        return "r"
+    if not set(value) <= DATE_FORMAT_LETTERS:
+        return None
+    week = "w" if set(value) & {"w", "W"} else ""
+    date = "d" if "d" in value else "D" if "D" in value else ""
+    return week + date + ("t" if "t" in value else "T" if "T" in value else "")
+
+
+def _link_date_time(url: str) -> tuple[int, str] | None:
+    """The time and format of a tg://time?unix=...&format=... link, or None for none:
+    LinkManager::get_link_formatted_date."""
+    unix_time, date_format = 0, ""
+    for key, value in _tg_link_parameters(url, "time") or []:
+        if key == "unix":
+            if not UNIX_TIME.fullmatch(value) or int(value) >= 2**31:
+                return None
+            unix_time = int(value)
+        if key == "format":
+            date_format = value
+    shown_format = _date_time_format(date_format)
+    return None if unix_time == 0 or shown_format is None else (unix_time, shown_format)
+
+
+def _int32(value: str) -> int:
+    """TDLib's to_integer<int32>: a sign and the digits up to the first other character, with
+    C's wrap-around."""
+    digits = re.match(r"-?([0-9]*)", value)
+    assert digits is not None
+    number = 0
+    for digit in digits.group(1):  # not int(): it refuses thousands of digits
+        number = (number * 10 + int(digit)) % 2**32
+    number = -number % 2**32 if value.startswith("-") else number
+    return number - 2**32 if number >= 2**31 else number
 
 
 def _link(url: str, offset: int, length: int) -> Entity | None:
@@ -722,11 +774,22 @@ def parse_markdown(markup: str) -> FormattedText:
             if i < 0:
                 raise MarkupError(mode, markup, url_at, _URL_END)
             emoji_id = _link_custom_emoji_id(url)
-            if not emoji_id:
+            date_time = None if emoji_id else _link_date_time(url)
+            if emoji_id:
+                entity = Entity("custom_emoji", opened.start, length, custom_emoji_id=emoji_id)
+            elif date_time:
+                unix_time, date_format = date_time
+                entity = Entity(
+                    "date_time",
+                    opened.start,
+                    length,
+                    unix_time=unix_time,
+                    date_time_format=date_format,
+                )
+            else:
                 raise MarkupError(
                     mode, markup, opened.at, "Invalid tg://emoji or tg://time URL specified"
                 )
-            entity = Entity("custom_emoji", opened.start, length, custom_emoji_id=emoji_id)
         elif name in ("BlockQuote", "ExpandableBlockQuote"):
             in_quote = False
             out.append(markup[i])
@@ -826,7 +889,7 @@ def parse_html(markup: str) -> FormattedText:
             tag = markup[begin + 1 : i].lower()
             if tag not in HTML_TAGS:
                 raise error(begin, f'Unsupported start tag "{tag}"')
-            argument = ""
+            argument, unix_time = "", 0
             while not markup.startswith(">", i):
                 i = skip_spaces(i)
                 if markup.startswith(">", i):
@@ -869,8 +932,14 @@ def parse_html(markup: str) -> FormattedText:
                     value = "".join(characters)
                 if i >= len(markup):
                     raise error(begin, "Unclosed start tag")
-                if (tag, attribute) in (("a", "href"), ("tg-emoji", "emoji-id")):
+                if (tag, attribute) in (
+                    ("a", "href"),
+                    ("tg-emoji", "emoji-id"),
+                    ("tg-time", "format"),
+                ):
                     argument = value
+                elif tag == "tg-time" and attribute == "unix":
+                    unix_time = _int32(value)
                 elif tag == "code" and attribute == "class" and value.startswith("language-"):
                     argument = value.removeprefix("language-")
                 elif tag == "span" and attribute == "class" and value.startswith("tg-"):
@@ -879,7 +948,7 @@ def parse_html(markup: str) -> FormattedText:
                     argument = "1"
             if tag == "span" and argument != "spoiler":
                 raise error(begin, 'Tag "span" must have class "tg-spoiler"')
-            stack.append(_Open(tag, len(out), begin, argument))
+            stack.append(_Open(tag, len(out), begin, argument, unix_time))
             i += 1
             continue
         # An end tag.
@@ -907,6 +976,20 @@ def parse_html(markup: str) -> FormattedText:
         if kind == "text_link":
             link = _link(opened.argument or "".join(out[opened.start :]), opened.start, length)
             entities.extend([link] if link else [])
+        elif kind == "date_time":
+            date_format = _date_time_format(opened.argument)
+            if date_format is None:
+                raise error(opened.at, "Invalid date format used")
+            if opened.unix_time > 0:
+                entities.append(
+                    Entity(
+                        kind,
+                        opened.start,
+                        length,
+                        unix_time=opened.unix_time,
+                        date_time_format=date_format,
+                    )
+                )
         elif kind == "custom_emoji":
             if not _custom_emoji_id(opened.argument):
                 raise error(opened.at, "Invalid custom emoji identifier specified")
@@ -1139,8 +1222,9 @@ class Boundary(enum.IntEnum):
     CHARACTER = 3  # inside a word longer than a message, between two user-perceived characters
 
 
-# Entities that make no sense in halves: a custom emoji stands for one picture.
-UNCUTTABLE_ENTITIES = frozenset(("custom_emoji",))
+# Entities that make no sense in halves: a custom emoji stands for one picture, a date_time for
+# one moment.
+UNCUTTABLE_ENTITIES = frozenset(("custom_emoji", "date_time"))
 
 
 def _boundary_at(text: str, position: int, need_character: bool) -> Boundary | None:
@@ -1510,6 +1594,10 @@ def _bot_api_entity(text: str, entity: Entity) -> dict[str, object]:
         described["url"] = entity.url
     if entity.language:
         described["language"] = entity.language
+    if entity.unix_time:
+        described["unix_time"] = entity.unix_time
+    if entity.date_time_format:
+        described["date_time_format"] = entity.date_time_format
     if entity.custom_emoji_id:
         described["custom_emoji_id"] = entity.custom_emoji_id
     return described

@@ -33,8 +33,8 @@ HOST = "127.0.0.1"
 MESSAGE_LIMIT = 4096  # code points of the parsed and trimmed text (TDLib's utf8_length)
 ENTITY_TYPES = {
     "bold", "italic", "underline", "strikethrough", "spoiler", "code", "pre", "text_link",
-    "blockquote", "expandable_blockquote", "custom_emoji", "text_mention", "mention", "hashtag",
-    "cashtag", "bot_command", "url", "email", "phone_number",
+    "blockquote", "expandable_blockquote", "custom_emoji", "date_time", "text_mention", "mention",
+    "hashtag", "cashtag", "bot_command", "url", "email", "phone_number",
 }  # fmt: skip
 
 
@@ -55,6 +55,7 @@ BOT_API_NAMES = {
     "Bold": "bold", "Italic": "italic", "Underline": "underline",
     "Strikethrough": "strikethrough", "Spoiler": "spoiler", "Code": "code", "Pre": "pre",
     "PreCode": "pre", "TextUrl": "text_link", "CustomEmoji": "custom_emoji",
+    "FormattedDate": "date_time",
     "BlockQuote": "blockquote", "ExpandableBlockQuote": "expandable_blockquote",
 }  # fmt: skip
 
@@ -170,25 +171,85 @@ def is_int64_id(value: str) -> bool:
     return number != 0 and str(number) == value and -(2**63) <= number < 2**63
 
 
-def link_custom_emoji_id(url: str) -> str:
-    """LinkManager::get_link_custom_emoji_id (with check_tg_url_host): the id, or "" for none."""
-    lowered = (
-        url.lower() if url.isascii() else "".join(c.lower() if c.isascii() else c for c in url)
-    )
+def _tg_query(url: str, host: str) -> str | None:
+    """LinkManager::check_tg_url_host: the parameters of a tg://HOST?... link, or None."""
+    lowered = "".join(char.lower() if char.isascii() else char for char in url)
     if not lowered.startswith("tg:"):
-        return ""
+        return None
     start = 5 if url.startswith("//", 3) else 3
-    after = start + len("emoji")
-    if not lowered.startswith("emoji", start) or (len(url) > after and url[after] not in "/?#"):
-        return ""
+    after = start + len(host)
+    if not lowered.startswith(host, start) or (len(url) > after and url[after] not in "/?#"):
+        return None
     query = url[after + 1 :] if url.startswith("/", after) else url[after:]
     if not query.startswith("?"):
-        return ""
-    for parameter in query[1:].split("#", 1)[0].split("&"):
-        key, value = parameter.split("=", 1) if "=" in parameter else (parameter, "")
+        return None
+    return query[1:].split("#", 1)[0]
+
+
+def _parameters(query: str) -> list[tuple[str, str]]:
+    return [
+        tuple(parameter.split("=", 1)) if "=" in parameter else (parameter, "")  # type: ignore[misc]
+        for parameter in query.split("&")
+    ]
+
+
+def link_custom_emoji_id(url: str) -> str:
+    """LinkManager::get_link_custom_emoji_id: the id, or "" for none."""
+    query = _tg_query(url, "emoji")
+    for key, value in _parameters(query) if query is not None else []:
         if key == "id":
             return value if is_int64_id(value) else ""
     return ""
+
+
+DATE_FLAGS = {"t": 2, "T": 4, "d": 8, "D": 16, "w": 32, "W": 32}  # FormattedDate::DateFlags
+
+
+def bot_api_date_format(date_format: str) -> str:
+    """FormattedDate::get_date_flags, written back as the Bot API writes date_time_format."""
+    if date_format in ("r", "R"):
+        return "r"
+    flags = 0
+    for char in date_format:
+        if char not in DATE_FLAGS:
+            raise CannotParse("Invalid date format used")
+        flags |= DATE_FLAGS[char]
+    shown = "w" if flags & 32 else ""
+    shown += "d" if flags & 8 else "D" if flags & 16 else ""
+    return shown + ("t" if flags & 2 else "T" if flags & 4 else "")
+
+
+def link_date_time(url: str) -> str:
+    """LinkManager::get_link_formatted_date: "UNIX FORMAT", or "" for none."""
+    query = _tg_query(url, "time")
+    date, date_format = 0, ""
+    for key, value in _parameters(query) if query is not None else []:
+        if key == "unix":
+            if not (value.isascii() and value.isdigit() and str(int(value)) == value):
+                return ""
+            if not 0 < int(value) < 2**31:
+                return ""
+            date = int(value)
+        if key == "format":
+            date_format = value
+    try:
+        return f"{date} {bot_api_date_format(date_format)}" if date else ""
+    except CannotParse:
+        return ""
+
+
+def to_int32(text: str) -> int:
+    """td::to_integer<int32>: an optional '-' and the digits that follow, wrapping as C does."""
+    data = text.encode()
+    negative = data[:1] == b"-"
+    value = 0
+    for byte in data[negative:]:
+        if not 48 <= byte <= 57:
+            break
+        value = (value * 10 + byte - 48) & 0xFFFFFFFF
+    if negative:
+        value = (-value) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
 
 
 @dataclass
@@ -198,6 +259,7 @@ class _Nested:
     utf16_offset: int
     byte_offset: int
     begin: int  # position in the output
+    date: int = 0  # <tg-time unix=...>
 
 
 def _entity(type_: str, offset: int, length: int, argument: str = "") -> dict[str, object]:
@@ -209,6 +271,9 @@ def _entity(type_: str, offset: int, length: int, argument: str = "") -> dict[st
         entity["language"] = argument
     elif type_ == "CustomEmoji":
         entity["custom_emoji_id"] = argument
+    elif type_ == "FormattedDate":
+        unix_time, _, date_format = argument.partition(" ")
+        entity["unix_time"], entity["date_time_format"] = int(unix_time), date_format
     return entity
 
 
@@ -370,6 +435,8 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, object]]]:
                 url = url_bytes.decode()
             if type_ == "CustomEmoji":
                 argument = link_custom_emoji_id(url)
+                if not argument and (argument := link_date_time(url)):
+                    type_ = "FormattedDate"
                 if not argument:
                     raise CannotParse("Invalid tg://emoji or tg://time URL specified")
             else:
@@ -402,7 +469,7 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, object]]]:
 
 HTML_TAGS = {
     "a", "b", "strong", "i", "em", "s", "strike", "del", "u", "ins", "tg-spoiler", "tg-emoji",
-    "span", "pre", "code", "blockquote",
+    "tg-time", "span", "pre", "code", "blockquote",
 }  # fmt: skip
 SIMPLE_TAGS = {
     "b": "Bold", "strong": "Bold", "i": "Italic", "em": "Italic", "s": "Strikethrough",
@@ -486,7 +553,7 @@ def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
             tag = data[begin + 1 : i].decode("utf-8", "replace").lower()
             if tag not in HTML_TAGS:
                 raise CannotParse(f'Unsupported start tag "{tag}" at byte offset {begin}')
-            argument = ""
+            argument, date = "", 0
             while at(i) != ord(">"):
                 while at(i) and space(i):
                     i += 1
@@ -546,13 +613,15 @@ def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
                     argument = value[9:]
                 elif tag == "span" and attribute == "class" and value.startswith("tg-"):
                     argument = value[3:]
-                elif tag == "tg-emoji" and attribute == "emoji-id":
+                elif tag == "tg-time" and attribute == "unix":
+                    date = to_int32(value)
+                elif (tag, attribute) in (("tg-time", "format"), ("tg-emoji", "emoji-id")):
                     argument = value
                 elif tag == "blockquote" and attribute == "expandable":
                     argument = "1"
             if tag == "span" and argument != "spoiler":
                 raise CannotParse(f'Tag "span" must have class "tg-spoiler" at byte offset {begin}')
-            nested.append(_Nested(tag, argument, utf16, begin, len(out)))
+            nested.append(_Nested(tag, argument, utf16, begin, len(out), date))
             i += 1
             continue
         if not nested:
@@ -579,6 +648,12 @@ def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
             )
             if last.type in SIMPLE_TAGS:
                 entities.append(_entity(SIMPLE_TAGS[last.type], offset, length))
+            elif last.type == "tg-time":
+                date_format = bot_api_date_format(last.argument)
+                if last.date > 0:
+                    entities.append(
+                        _entity("FormattedDate", offset, length, f"{last.date} {date_format}")
+                    )
             elif last.type == "tg-emoji":
                 if not is_int64_id(last.argument):
                     raise CannotParse("Invalid custom emoji identifier specified")
@@ -621,6 +696,22 @@ def parse_html(text: str) -> tuple[str, list[dict[str, object]]]:
 PARSERS = {"MarkdownV2": parse_markdown_v2, "HTML": parse_html}
 
 
+def _entity_date_format(entity: dict[str, object]) -> str:
+    """A date_time entity's format as the Bot API reads it (a later t or T, d or D wins) and
+    TDLib keeps it; ValueError for what they refuse."""
+    unix_time, date_format = entity.get("unix_time"), entity.get("date_time_format", "")
+    if not isinstance(unix_time, int) or not isinstance(date_format, str):
+        raise ValueError(f"date_time {entity} needs an integer unix_time")
+    if unix_time <= 0:
+        raise ValueError("Invalid date specified")
+    if date_format in ("r", "R"):
+        return "r"
+    if not set(date_format) <= set(DATE_FLAGS):
+        raise ValueError("Invalid date-time format specified")
+    last = {kind: "".join(c for c in date_format if c in kind)[-1:] for kind in ("dD", "tT")}
+    return ("w" if set(date_format) & {"w", "W"} else "") + last["dD"] + last["tT"]
+
+
 def check_entities(text: str, raw: str) -> list[dict[str, object]]:
     """The entities= of a request, refused (ValueError) unless each lies within the text, and
     a link (BadLink) unless Telegram would keep it; each link as Telegram keeps it."""
@@ -634,6 +725,8 @@ def check_entities(text: str, raw: str) -> list[dict[str, object]]:
             raise ValueError(f"entity {entity} has no valid offset and length")
         if offset + size > length:
             raise ValueError(f"entity {entity} reaches past the text ({length} UTF-16 units)")
+        if entity["type"] == "date_time":
+            entity["date_time_format"] = _entity_date_format(entity)
         if entity["type"] == "text_link":
             if not entity.get("url"):
                 raise ValueError(f"text_link {entity} has no url")

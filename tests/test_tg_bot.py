@@ -631,6 +631,49 @@ def test_custom_emoji_links_are_read_as_telegram_reads_them(url):
     assert parse_markdown_v2(f"![x]({url})")[1][0]["custom_emoji_id"] == "5"
 
 
+@pytest.mark.parametrize(
+    ("parse_mode", "markup", "date_time_format"),
+    [
+        ("markdown", "Deploy at ![12:00](tg://time?unix=1767225600&format=t)", "t"),
+        ("markdown", "Deploy ![now](TG:time/?unix=1767225600#x)", ""),
+        ("markdown", "![Mon 12:00](tg://time?format=Tw&unix=1767225600)", "wT"),
+        ("markdown", "![x](tg://time?unix=1767225600&format=R)", "r"),
+        ("html", '<tg-time unix="1767225600" format="tTdD">12:00</tg-time> ok', "dt"),
+        ("html", "at <tg-time unix=1767225600>noon</tg-time>", ""),
+    ],
+)
+def test_tg_time_dates_are_read_as_telegram_reads_them(parse_mode, markup, date_time_format):
+    parsed = tg_bot.PARSERS[parse_mode](markup)
+    [entity] = wire_entities(parsed)
+    assert (entity["type"], entity["unix_time"]) == ("date_time", 1767225600)
+    assert entity.get("date_time_format", "") == date_time_format
+    expected_text, [expected] = ORACLES[parse_mode](markup)
+    assert (parsed.text, {"date_time_format": "", **entity}) == (expected_text, expected)
+
+
+@pytest.mark.parametrize(
+    ("parse_mode", "markup", "rule"),
+    [
+        ("markdown", "![x](tg://time?unix=0)", "Invalid tg://emoji or tg://time URL specified"),
+        ("markdown", "![x](tg://time?unix=01)", "Invalid tg://emoji or tg://time URL specified"),
+        ("markdown", "![x](tg://time?unix=5&format=x)", "Invalid tg://emoji or tg://time URL"),
+        ("html", '<tg-time unix="5" format="rt">x</tg-time>', "Invalid date format used"),
+    ],
+)
+def test_bad_tg_time_dates_are_refused_as_telegram_refuses_them(parse_mode, markup, rule):
+    with pytest.raises(tg_bot.MarkupError, match=re.escape(rule)):
+        tg_bot.PARSERS[parse_mode](markup)
+    with pytest.raises(CannotParse, match=re.escape(rule)):
+        ORACLES[parse_mode](markup)
+
+
+def test_tg_time_without_a_positive_time_is_plain_text():
+    for unix in ("-5", "0", "x", "4294967295"):
+        markup = f'<tg-time unix="{unix}">noon</tg-time>'
+        assert tg_bot.parse_html(markup) == tg_bot.FormattedText("noon")
+        assert parse_html(markup) == ("noon", [])
+
+
 def test_redact_hides_the_token_and_its_secret_alone():
     text = f"url=http://h/bot{TOKEN}/sendMessage and http://h/bot7012345678%3A{SECRET}/x"
     redacted = tg_bot.redact(text, TOKEN)
@@ -812,6 +855,8 @@ def test_dash_reads_the_text_from_stdin(cli, stand_in):
     [
         ("markdown", "*Build 42* passed on [CI](https://ci.example.com/42)\n```sh\nmake\n```"),
         ("html", '<b>Build 42</b> passed on <a href="https://ci.example.com/42">CI</a> &lt;3'),
+        ("markdown", "Deploy at ![12:00](tg://time?unix=1767225600&format=wt), *be there*"),
+        ("html", 'Deploy at <tg-time unix="1767225600" format="Dt">12:00</tg-time>'),
     ],
 )
 def test_formatted_text_arrives_as_telegram_would_show_it(
