@@ -51,7 +51,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
-import dotenv
+# The commonest first mistake: a virtual environment that is not activated.
+MISSING_MODULE = (
+    "the module {name!r} is not installed for {python}: activate the virtual environment "
+    "(. .venv/bin/activate) or run pip install -r requirements.txt"
+)
+try:
+    import dotenv
+except ModuleNotFoundError as missing:
+    if __name__ != "__main__":
+        raise
+    line = MISSING_MODULE.format(name=missing.name, python=sys.executable)
+    print(f"tg_bot.py: {line}", file=sys.stderr)
+    sys.exit(2)
 
 if TYPE_CHECKING:
     from aiogram.exceptions import TelegramAPIError
@@ -1825,6 +1837,9 @@ async def main(argv: list[str] | None = None) -> int:
         # point stdout at /dev/null so the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitStatus.SEND_FAILED
+    except ModuleNotFoundError as missing:  # aiogram is imported only when sending
+        print_error(MISSING_MODULE.format(name=missing.name, python=sys.executable), token)
+        return ExitStatus.USAGE
     except Exception:
         # A bug, not a user error: keep the traceback, but never with the token in it.
         sys.stderr.write(redact(traceback.format_exc(), token))

@@ -80,12 +80,39 @@ def test_real_older_python_names_the_version_needed(
         assert f'"{script}: needs Python 3.10 or newer, not"' in run.stderr
 
 
-@pytest.mark.parametrize("script", ["mail_checker.py"])
-def test_missing_dependencies_get_one_line_naming_the_virtual_environment(script: str) -> None:
+@pytest.mark.parametrize(
+    ("script", "module"), [("mail_checker.py", "dns"), ("tg_bot.py", "dotenv")]
+)
+def test_missing_dependencies_get_one_line_naming_the_virtual_environment(
+    script: str, module: str
+) -> None:
     # -S: no site-packages, as for a user who forgot to activate the virtual environment.
-    run = run_under(sys.executable, "-S", script, "someone@example.com")
+    run = run_under(sys.executable, "-S", script, "--help")
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr.splitlines() == [
-        f"{script}: the module 'dns' is not installed for {sys.executable}: activate the virtual "
-        "environment (. .venv/bin/activate) or run pip install -r requirements.txt"
+        f"{script}: the module {module!r} is not installed for {sys.executable}: activate the "
+        "virtual environment (. .venv/bin/activate) or run pip install -r requirements.txt"
+    ]
+
+
+def test_tg_bot_without_aiogram_says_so_in_one_line_when_it_comes_to_send(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "message.txt").write_text("hello\n")
+    blocked = (
+        "import runpy, sys; sys.modules['aiogram'] = None; "
+        f"runpy.run_path({str(REPO_ROOT / 'tg_bot.py')!r}, run_name='__main__')"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", blocked],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "API_TOKEN": "123456789:" + "A" * 35, "USER_ID": "42"},
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr.splitlines() == [
+        f"tg_bot.py: the module 'aiogram' is not installed for {sys.executable}: activate the "
+        "virtual environment (. .venv/bin/activate) or run pip install -r requirements.txt"
     ]
