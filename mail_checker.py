@@ -683,11 +683,11 @@ class Dns:
                     udp = await self._socket(family)
                     query_id, answered = udp.send(question, server)
                 except OSError as error:
+                    why = error.strerror or str(error)
                     if self.log:
-                        why = error.strerror or error
                         self.log(f"dns: {what} -> cannot ask {server[0]}:{server[1]}: {why}")
                     servers.remove(server)
-                    failures.append(f"{server[0]}: {error.strerror or error}")
+                    failures.append(f"{server[0]}: {why}")
                     continue
                 sent.append((udp, query_id))
                 unheard[answered] = server
@@ -718,16 +718,11 @@ class Dns:
                                 )
                     if response is not None and response.rcode() in USABLE_RCODES:
                         return response, from_server
+                    why = dns.rcode.to_text(response.rcode()) if response else "no answer over TCP"
                     if response is not None and self.log:
-                        rcode = dns.rcode.to_text(response.rcode())
-                        self.log(f"dns: {what} -> {rcode} from {from_server[0]}:{from_server[1]}")
+                        self.log(f"dns: {what} -> {why} from {from_server[0]}:{from_server[1]}")
                     if from_server in servers:
                         servers.remove(from_server)
-                        why = (
-                            dns.rcode.to_text(response.rcode())
-                            if response
-                            else "no answer over TCP"
-                        )
                         failures.append(f"{from_server[0]}: {why}")
         finally:
             for udp, query_id in sent:
@@ -1348,7 +1343,7 @@ class Pending:
 
     address: Address
     attempts: int = 0
-    last_reply: Reply | None = None  # a deferral (4xx) that left it to be asked again
+    last_reply: Reply | None = None  # the reply that left it to be asked again (4xx, too many)
     last_mx: str = ""
 
 
@@ -1550,11 +1545,16 @@ class PortWatch:
     """Tells from the first connections of a run whether outbound port 25 is blocked here."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
         self.verdict = Outcome(
             Reason.UNREACHABLE,
             f"Not tried: outbound port {port} looks blocked from this machine (the first MX "
             "hosts of several domains could not be connected to).",
+        )
+        self.notice = (
+            f"outbound port {port} looks blocked from this machine: the first MX hosts of "
+            f"{BLOCKED_PORT_EVIDENCE} domains could not be connected to, so the rest are not "
+            "tried. Check through a SOCKS5 proxy (--proxy), stop at DNS (--level dns), or see "
+            '"Port 25 blocked" in the README.'
         )
         self.connected = False
         self.failed_hosts: set[str] = set()
@@ -1665,20 +1665,18 @@ class MxHosts:
                 raise
             try:
                 client = await self.greet(host.name, ip, gate)
-            except HostTrouble as trouble:
+            except BaseException as error:
                 gate.release()
                 self.checker.sockets.release()
-                if (
-                    trouble.outcome.reason != Reason.UNREACHABLE
-                    or trouble.outcome is self.checker.port_watch.verdict
-                ):
+                silence = (
+                    isinstance(error, HostTrouble)
+                    and error.outcome.reason == Reason.UNREACHABLE
+                    and error.outcome is not self.checker.port_watch.verdict
+                )
+                if not silence:
                     raise
-                silent.append(trouble.outcome.detail)
+                silent.append(error.outcome.detail)
                 continue
-            except BaseException:
-                gate.release()
-                self.checker.sockets.release()
-                raise
             return Session(client, host.name, gate)
         raise unreachable("; ".join(silent))
 
@@ -1763,10 +1761,10 @@ class DomainCheck:
         outcome = outcome_of(RCPT, reply)
         if outcome.reason != Reason.ACCEPTED:
             self.ledger.issue(item.address.given, outcome, item.address, mx, reply)
-        elif self.probe.settled:
-            self.ledger.issue(item.address.given, self.probe.acceptance(), item.address, mx, reply)
-        else:
-            self.probe.held.append((item, reply, mx))
+            return
+        self.probe.held.append((item, reply, mx))
+        if self.probe.settled:
+            self.release_held()
 
     def release_held(self) -> None:
         held, self.probe.held = self.probe.held, []
@@ -2060,12 +2058,7 @@ class Checker:
 
     def connect_failed(self, name: str, domain: str) -> None:
         if self.proxy is None and self.port_watch.failed(name, domain) and self.options.notice:
-            self.options.notice(
-                f"outbound port {self.options.smtp_port} looks blocked from this machine: the "
-                f"first MX hosts of {BLOCKED_PORT_EVIDENCE} domains could not be connected to, "
-                "so the rest are not tried. Check through a SOCKS5 proxy (--proxy), stop at "
-                'DNS (--level dns), or see "Port 25 blocked" in the README.'
-            )
+            self.options.notice(self.port_watch.notice)
 
     async def work_through(self, domains: RouteLookahead) -> None:
         """Check one domain after another until none is left; several of these run at once."""
@@ -2105,9 +2098,6 @@ class RouteLookahead:
         self.dns, self.ahead = dns, ahead
         self.jobs = deque(sorted(by_domain.items(), key=lambda job: -len(job[1])))
         self.routes: deque[asyncio.Future[MailRoute]] = deque()  # of the first jobs, in order
-
-    def __len__(self) -> int:
-        return len(self.jobs)
 
     def next(self) -> tuple[str, list[Address], asyncio.Future[MailRoute]] | None:
         if not self.jobs:
